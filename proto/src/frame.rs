@@ -1,0 +1,297 @@
+//! Frames: a 5-byte header (`u32` big-endian payload length, `u8` kind) and a payload.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
+
+/// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
+pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x01";
+/// The protocol version carried in [`PREFACE`] and in the worker's ready frame.
+pub const VERSION: u8 = 1;
+/// Length field plus kind byte.
+pub const FRAME_HEADER_BYTES: usize = 5;
+/// The largest payload a peer may declare; checked before any memory is reserved for it.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What a frame carries. Data connections carry `Request*` one way and `Response*`/`Error` the
+/// other; the control channel carries `Ready`/`Fatal` from the worker and `Stop` to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    RequestHead = 1,
+    RequestBody = 2,
+    ResponseHead = 3,
+    ResponseBody = 4,
+    ResponseEnd = 5,
+    Error = 6,
+    Ready = 7,
+    Fatal = 8,
+    Stop = 9,
+}
+
+impl Kind {
+    fn from_u8(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            1 => Kind::RequestHead,
+            2 => Kind::RequestBody,
+            3 => Kind::ResponseHead,
+            4 => Kind::ResponseBody,
+            5 => Kind::ResponseEnd,
+            6 => Kind::Error,
+            7 => Kind::Ready,
+            8 => Kind::Fatal,
+            9 => Kind::Stop,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the worker gave up on a request (an `Error` frame). Before a response head it becomes a
+/// 500; after one, the gateway cuts the response off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AppErrorKind {
+    /// The app raised.
+    Raised = 1,
+    /// The app broke WSGI: bad status or header, body past Content-Length, no start_response.
+    BadResponse = 2,
+    /// The body ended before the Content-Length the app declared.
+    ShortBody = 3,
+}
+
+impl AppErrorKind {
+    fn from_u8(byte: u8) -> AppErrorKind {
+        match byte {
+            2 => AppErrorKind::BadResponse,
+            3 => AppErrorKind::ShortBody,
+            _ => AppErrorKind::Raised,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    RequestHead(RequestHead),
+    RequestBody(Bytes),
+    ResponseHead(ResponseHead),
+    ResponseBody(Bytes),
+    ResponseEnd,
+    /// The message is for logs only; it never reaches a client.
+    Error(AppErrorKind, Bytes),
+    /// JSON, see PROTOCOL.md.
+    Ready(Bytes),
+    /// JSON with the Python traceback, see PROTOCOL.md.
+    Fatal(Bytes),
+    Stop,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtoError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {0:?} frame: {1}")]
+    Malformed(Kind, &'static str),
+}
+
+/// The 5-byte header of a frame whose payload the caller writes itself (a body chunk written
+/// straight from its own buffer, without copying it into the frame buffer).
+pub fn frame_header(kind: Kind, payload_len: usize) -> [u8; FRAME_HEADER_BYTES] {
+    debug_assert!(payload_len <= MAX_FRAME_BYTES);
+    let len = (payload_len as u32).to_be_bytes();
+    [len[0], len[1], len[2], len[3], kind as u8]
+}
+
+/// Takes one whole frame off the front of `buf`; `Ok(None)` means "not yet, read more".
+/// Body payloads are split off without copying.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(ProtoError::TooLarge(len));
+    }
+    let kind = Kind::from_u8(buf[4]).ok_or(ProtoError::UnknownKind(buf[4]))?;
+    if buf.len() < FRAME_HEADER_BYTES + len {
+        buf.reserve(FRAME_HEADER_BYTES + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(FRAME_HEADER_BYTES);
+    let payload = buf.split_to(len).freeze();
+    let frame = match kind {
+        Kind::RequestHead => Frame::RequestHead(head::parse_request_head(payload)?),
+        Kind::RequestBody => Frame::RequestBody(payload),
+        Kind::ResponseHead => Frame::ResponseHead(head::parse_response_head(payload)?),
+        Kind::ResponseBody => Frame::ResponseBody(payload),
+        Kind::ResponseEnd => Frame::ResponseEnd,
+        Kind::Error => {
+            if payload.is_empty() {
+                return Err(ProtoError::Malformed(kind, "empty"));
+            }
+            let code = AppErrorKind::from_u8(payload[0]);
+            Frame::Error(code, payload.slice(1..))
+        }
+        Kind::Ready => Frame::Ready(payload),
+        Kind::Fatal => Frame::Fatal(payload),
+        Kind::Stop => Frame::Stop,
+    };
+    Ok(Some(frame))
+}
+
+/// Writes a header with a zero length, returning where it starts; [`finish`] patches the length
+/// once the payload is in, so variable-size payloads are written in one pass.
+fn begin(dst: &mut BytesMut, kind: Kind) -> usize {
+    let start = dst.len();
+    dst.put_slice(&frame_header(kind, 0));
+    start
+}
+
+fn finish(dst: &mut BytesMut, start: usize) {
+    let len = dst.len() - start - FRAME_HEADER_BYTES;
+    assert!(len <= MAX_FRAME_BYTES, "frame payload of {len} bytes");
+    dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+}
+
+pub fn encode_request_head<'h>(
+    dst: &mut BytesMut,
+    meta: &RequestMeta<'_>,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) {
+    let start = begin(dst, Kind::RequestHead);
+    head::put_request_head(dst, meta, headers);
+    finish(dst, start);
+}
+
+pub fn encode_response_head<'h>(
+    dst: &mut BytesMut,
+    status: u16,
+    reason: &[u8],
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) {
+    let start = begin(dst, Kind::ResponseHead);
+    head::put_response_head(dst, status, reason, headers);
+    finish(dst, start);
+}
+
+pub fn encode_end(dst: &mut BytesMut) {
+    dst.put_slice(&frame_header(Kind::ResponseEnd, 0));
+}
+
+pub fn encode_error(dst: &mut BytesMut, kind: AppErrorKind, message: &[u8]) {
+    // Messages are for logs; keep them well inside a frame.
+    let message = &message[..message.len().min(MAX_CHUNK_BYTES)];
+    let start = begin(dst, Kind::Error);
+    dst.put_u8(kind as u8);
+    dst.put_slice(message);
+    finish(dst, start);
+}
+
+/// `Ready`, `Fatal` (JSON payloads) and `Stop` (empty).
+pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
+    debug_assert!(matches!(kind, Kind::Ready | Kind::Fatal | Kind::Stop));
+    let payload = &payload[..payload.len().min(MAX_FRAME_BYTES)];
+    dst.put_slice(&frame_header(kind, payload.len()));
+    dst.put_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(mut buf: BytesMut) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        assert!(buf.is_empty(), "{} bytes left over", buf.len());
+        frames
+    }
+
+    #[test]
+    fn body_and_control_frames_round_trip() {
+        let mut buf = BytesMut::new();
+        buf.put_slice(&frame_header(Kind::ResponseBody, 5));
+        buf.put_slice(b"hello");
+        buf.put_slice(&frame_header(Kind::RequestBody, 0));
+        encode_end(&mut buf);
+        encode_error(&mut buf, AppErrorKind::BadResponse, b"bad header");
+        encode_control(&mut buf, Kind::Ready, br#"{"pid":1}"#);
+        encode_control(&mut buf, Kind::Stop, b"");
+        assert_eq!(
+            decode_all(buf),
+            vec![
+                Frame::ResponseBody(Bytes::from_static(b"hello")),
+                Frame::RequestBody(Bytes::new()),
+                Frame::ResponseEnd,
+                Frame::Error(AppErrorKind::BadResponse, Bytes::from_static(b"bad header")),
+                Frame::Ready(Bytes::from_static(br#"{"pid":1}"#)),
+                Frame::Stop,
+            ]
+        );
+    }
+
+    #[test]
+    fn fragmented_input_yields_the_same_frames() {
+        let mut whole = BytesMut::new();
+        encode_response_head(&mut whole, 201, b"Created", [(&b"x-a"[..], &b"1"[..])]);
+        whole.put_slice(&frame_header(Kind::ResponseBody, 3));
+        whole.put_slice(b"abc");
+        encode_end(&mut whole);
+        let expected = decode_all(whole.clone());
+
+        // Feed one byte at a time: every prefix must be "not yet" or a whole frame.
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for byte in whole.iter() {
+            buf.put_u8(*byte);
+            while let Some(frame) = decode(&mut buf).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(frames, expected);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reserving() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(u32::MAX);
+        buf.put_u8(Kind::RequestBody as u8);
+        assert_eq!(decode(&mut buf), Err(ProtoError::TooLarge(u32::MAX as usize)));
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn unknown_kind_and_empty_error_are_refused() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 0, 200][..]);
+        assert_eq!(decode(&mut buf), Err(ProtoError::UnknownKind(200)));
+        let mut buf = BytesMut::from(&frame_header(Kind::Error, 0)[..]);
+        assert!(matches!(decode(&mut buf), Err(ProtoError::Malformed(Kind::Error, _))));
+    }
+
+    /// A poor man's fuzz run: random bytes must produce frames or errors, never a panic.
+    #[test]
+    fn random_input_never_panics() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut buf = BytesMut::new();
+            // A plausible header most of the time, so payload parsers get exercised too.
+            buf.put_u32(len as u32);
+            buf.put_u8((next() % 10) as u8);
+            for _ in 0..len {
+                buf.put_u8(next() as u8);
+            }
+            while let Ok(Some(_)) = decode(&mut buf) {}
+        }
+    }
+}

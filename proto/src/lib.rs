@@ -1,0 +1,19 @@
+//! The wire between sluice's gateway and its Python workers: frame types and a sans-I/O codec.
+//!
+//! Layout:
+//! - [`frame`]: the frame header (`u32` payload length, `u8` kind), [`Frame`], [`decode`] and the
+//!   `encode_*` functions that append frames to a `BytesMut`.
+//! - [`head`]: the request and response heads (method, target, headers, addresses, status).
+//!
+//! Nothing here does I/O: callers own their buffers and sockets (the gateway with tokio, the
+//! worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
+
+mod frame;
+mod head;
+
+pub use frame::{
+    decode, encode_control, encode_end, encode_error, encode_request_head, encode_response_head,
+    frame_header, AppErrorKind, Frame, Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES,
+    MAX_FRAME_BYTES, PREFACE, VERSION,
+};
+pub use head::{HttpVersion, RequestHead, RequestMeta, ResponseHead, Scheme};
