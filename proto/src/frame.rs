@@ -260,7 +260,10 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(u32::MAX);
         buf.put_u8(Kind::RequestBody as u8);
-        assert_eq!(decode(&mut buf), Err(ProtoError::TooLarge(u32::MAX as usize)));
+        assert_eq!(
+            decode(&mut buf),
+            Err(ProtoError::TooLarge(u32::MAX as usize))
+        );
         assert!(buf.capacity() < 1024);
     }
 
@@ -269,7 +272,10 @@ mod tests {
         let mut buf = BytesMut::from(&[0, 0, 0, 0, 200][..]);
         assert_eq!(decode(&mut buf), Err(ProtoError::UnknownKind(200)));
         let mut buf = BytesMut::from(&frame_header(Kind::Error, 0)[..]);
-        assert!(matches!(decode(&mut buf), Err(ProtoError::Malformed(Kind::Error, _))));
+        assert!(matches!(
+            decode(&mut buf),
+            Err(ProtoError::Malformed(Kind::Error, _))
+        ));
     }
 
     /// A poor man's fuzz run: random bytes must produce frames or errors, never a panic.

@@ -337,7 +337,12 @@ mod tests {
     #[test]
     fn response_head_round_trips() {
         let mut buf = BytesMut::new();
-        encode_response_head(&mut buf, 418, b"I'm a teapot", [(&b"set-cookie"[..], &b"a=1"[..])]);
+        encode_response_head(
+            &mut buf,
+            418,
+            b"I'm a teapot",
+            [(&b"set-cookie"[..], &b"a=1"[..])],
+        );
         let Some(Frame::ResponseHead(head)) = decode(&mut buf).unwrap() else {
             panic!("not a response head");
         };

@@ -1,0 +1,478 @@
+//! Configuration: the YAML route table (`sluice run/check --config`) and the one-app command line
+//! (`sluice serve`) both become a [`Config`]. Every YAML error names file, line and column.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_PYTHON: &str = "python3";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for messages (`None` for the command line).
+    pub source: Option<PathBuf>,
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    pub name: String,
+    /// `module:callable`.
+    pub app: String,
+    pub chdir: Option<PathBuf>,
+    pub binds: Vec<SocketAddr>,
+    pub workers: usize,
+    pub threads: usize,
+    pub python: PathBuf,
+    /// How long a request may run in Python before it gets a 504 and its worker is replaced.
+    pub timeout: Duration,
+    /// How long in-flight requests get on shutdown.
+    pub graceful_timeout: Duration,
+    /// How long a request may wait for a free Python thread before it gets a 503.
+    pub queue_timeout: Duration,
+    pub max_body: u64,
+}
+
+/// A configuration error with its place in the file, printed as `FILE:LINE:COLUMN: message`
+/// followed by the offending lines.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub snippet: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if !self.snippet.is_empty() {
+            write!(f, "\n{}", self.snippet)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    python: Option<String>,
+    apps: Spanned<IndexMap<String, Spanned<FileApp>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    app: String,
+    chdir: Option<String>,
+    bind: Option<Spanned<Vec<Spanned<BindSpec>>>>,
+    workers: Option<usize>,
+    #[serde(alias = "thread_workers")]
+    threads: Option<usize>,
+    python: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    graceful_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    queue_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    max_body: Option<u64>,
+}
+
+/// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum BindSpec {
+    Port(u16),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Float(f64),
+    Text(String),
+}
+
+/// A duration: `30s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds >= 0.0 && seconds.is_finite() {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 30s, 500ms, 2m"))
+}
+
+/// A size: `10MiB`, `512KiB`, `1GB`, or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("invalid size {text:?} ({e}); use e.g. 10MiB, 512KiB"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(n) => Ok(Some(Duration::from_secs(n))),
+        NumberOrText::Float(f) if f >= 0.0 && f.is_finite() => Ok(Some(Duration::from_secs_f64(f))),
+        NumberOrText::Float(f) => Err(serde::de::Error::custom(format!("invalid duration {f}"))),
+        NumberOrText::Text(text) => parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(n) => Ok(Some(n)),
+        NumberOrText::Float(f) => Err(serde::de::Error::custom(format!("invalid size {f}"))),
+        NumberOrText::Text(text) => parse_size(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// A bind as gunicorn takes it: a bare port means every IPv4 interface.
+pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid bind {text:?}: {e}; use PORT, HOST:PORT or [IPv6]:PORT"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("bind {text:?} resolves to no address"))
+}
+
+/// Two binds that cannot both be listened on: the same address, or the same port where one side
+/// is the wildcard of the same family. Port 0 is a fresh port each time, so it never clashes.
+fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn resolve_path(base: &Path, text: &str) -> PathBuf {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+/// An interpreter given with a slash is a path (relative ones resolve against `base`); a bare
+/// name is looked up on PATH when the worker starts.
+pub fn resolve_python(base: &Path, text: &str) -> PathBuf {
+    if text.contains('/') {
+        resolve_path(base, text)
+    } else {
+        PathBuf::from(text)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+            snippet: String::new(),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let error_at = |line: u64, column: u64, message: String| ConfigError {
+            file: path.to_owned(),
+            line,
+            column,
+            snippet: snippet(text, line, column),
+            message,
+        };
+        let file: FileConfig = serde_saphyr::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            // The library's message starts with its own "error: line L column C:"; keep what follows.
+            let full = err.to_string();
+            let first = full.lines().next().unwrap_or_default();
+            let message = first
+                .split_once(&format!("line {line} column {column}: "))
+                .map(|(_, rest)| rest.to_owned())
+                .unwrap_or_else(|| first.trim_start_matches("error: ").to_owned());
+            error_at(line, column, message)
+        })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let default_python = file.python.as_deref().unwrap_or(DEFAULT_PYTHON);
+
+        if file.apps.value.is_empty() {
+            let at = &file.apps.referenced;
+            return Err(error_at(
+                at.line(),
+                at.column(),
+                "`apps` names no app".into(),
+            ));
+        }
+        let mut apps: Vec<AppConfig> = Vec::new();
+        let mut seen: Vec<(SocketAddr, String, u64)> = Vec::new();
+        for (name, spanned) in &file.apps.value {
+            let at = &spanned.referenced;
+            let app = &spanned.value;
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(error_at(
+                    at.line(),
+                    at.column(),
+                    format!("app name {name:?} may hold only letters, digits, '-', '_' and '.'"),
+                ));
+            }
+            if !app.app.contains(':') && app.app.trim().is_empty() {
+                return Err(error_at(
+                    at.line(),
+                    at.column(),
+                    format!("app {name}: `app` must be module:callable"),
+                ));
+            }
+            let Some(bind) = &app.bind else {
+                return Err(error_at(
+                    at.line(),
+                    at.column(),
+                    format!("app {name}: missing field `bind`"),
+                ));
+            };
+            if bind.value.is_empty() {
+                let at = &bind.referenced;
+                return Err(error_at(
+                    at.line(),
+                    at.column(),
+                    format!("app {name}: `bind` is empty"),
+                ));
+            }
+            let mut binds = Vec::new();
+            for spec in &bind.value {
+                let at = &spec.referenced;
+                let addr = match &spec.value {
+                    BindSpec::Port(port) => {
+                        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port))
+                    }
+                    BindSpec::Text(text) => parse_bind(text),
+                }
+                .map_err(|e| error_at(at.line(), at.column(), format!("app {name}: {e}")))?;
+                if let Some((_, other, line)) =
+                    seen.iter().find(|(seen, _, _)| binds_clash(*seen, addr))
+                {
+                    return Err(error_at(
+                        at.line(),
+                        at.column(),
+                        format!(
+                            "app {name}: bind {addr} is already taken by app {other} (line {line})"
+                        ),
+                    ));
+                }
+                seen.push((addr, name.clone(), at.line()));
+                binds.push(addr);
+            }
+            for (field, value) in [("workers", app.workers), ("threads", app.threads)] {
+                if value == Some(0) {
+                    return Err(error_at(
+                        at.line(),
+                        at.column(),
+                        format!("app {name}: `{field}` must be at least 1"),
+                    ));
+                }
+            }
+            apps.push(AppConfig {
+                name: name.clone(),
+                app: app.app.clone(),
+                chdir: app.chdir.as_deref().map(|dir| resolve_path(&base, dir)),
+                binds,
+                workers: app.workers.unwrap_or(1),
+                threads: app.threads.unwrap_or(1),
+                python: resolve_python(&base, app.python.as_deref().unwrap_or(default_python)),
+                timeout: app.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                graceful_timeout: app.graceful_timeout.unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
+                queue_timeout: app.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+                max_body: app.max_body.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            });
+        }
+        Ok(Config {
+            source: Some(path.to_owned()),
+            apps,
+        })
+    }
+
+    /// The route table as `sluice check` prints it.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for app in &self.apps {
+            let binds: Vec<String> = app.binds.iter().map(|b| b.to_string()).collect();
+            out.push_str(&format!(
+                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n",
+                name = app.name,
+                callable = app.app,
+                binds = binds.join(", "),
+                workers = app.workers,
+                threads = app.threads,
+                python = app.python.display(),
+                chdir = app.chdir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(current directory)".into()),
+                timeout = humantime::format_duration(app.timeout),
+                graceful = humantime::format_duration(app.graceful_timeout),
+                queue = humantime::format_duration(app.queue_timeout),
+                max_body = bytesize::ByteSize(app.max_body).display().iec(),
+            ));
+        }
+        out
+    }
+}
+
+/// The lines around `line` with a caret under `column`, like a compiler.
+fn snippet(text: &str, line: u64, column: u64) -> String {
+    if line == 0 {
+        return String::new();
+    }
+    let line = line as usize;
+    let first = line.saturating_sub(2).max(1);
+    let mut out = String::new();
+    for (number, content) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
+        if number < first || number > line {
+            continue;
+        }
+        out.push_str(&format!("{number:>4} | {content}\n"));
+        if number == line {
+            out.push_str(&format!(
+                "     | {}^\n",
+                " ".repeat((column as usize).saturating_sub(1))
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/sluice/sluice.yaml"), text)
+    }
+
+    #[test]
+    fn a_full_file_parses_with_defaults_and_relative_paths() {
+        let config = parse(
+            "python: venv/bin/python\napps:\n  shop:\n    app: shop.wsgi:application\n    chdir: shop\n    bind: [\"127.0.0.1:8000\", 8001]\n    workers: 4\n    threads: 10\n    timeout: 45s\n    max_body: 20MiB\n  api:\n    app: api:app\n    bind: [8070]\n",
+        )
+        .unwrap();
+        let shop = &config.apps[0];
+        assert_eq!(shop.name, "shop");
+        assert_eq!(
+            shop.binds,
+            vec![
+                "127.0.0.1:8000".parse().unwrap(),
+                "0.0.0.0:8001".parse().unwrap()
+            ]
+        );
+        assert_eq!(shop.chdir.as_deref(), Some(Path::new("/etc/sluice/shop")));
+        assert_eq!(shop.python, PathBuf::from("/etc/sluice/venv/bin/python"));
+        assert_eq!((shop.workers, shop.threads), (4, 10));
+        assert_eq!(shop.timeout, Duration::from_secs(45));
+        assert_eq!(shop.max_body, 20 * 1024 * 1024);
+        let api = &config.apps[1];
+        assert_eq!(
+            (api.workers, api.threads, api.max_body),
+            (1, 1, DEFAULT_MAX_BODY_BYTES)
+        );
+        assert_eq!(api.timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let err = parse("apps:\n  a:\n    app: x:y\n    bind: [1]\n    wokers: 2\n").unwrap_err();
+        assert_eq!((err.line, err.column), (5, 5));
+        assert!(
+            err.to_string()
+                .starts_with("/etc/sluice/sluice.yaml:5:5: unknown field `wokers`"),
+            "{err}"
+        );
+
+        let err = parse("apps:\n  a:\n    bind: [1]\n").unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(err.message.contains("missing field `app`"), "{err}");
+
+        let err = parse("apps:\n  a:\n    app: x:y\n    bind: [8000]\n  b:\n    app: x:z\n    bind: [\"127.0.0.1:8000\"]\n").unwrap_err();
+        assert_eq!(err.line, 7);
+        assert!(
+            err.message.contains("already taken by app a (line 4)"),
+            "{err}"
+        );
+
+        let err =
+            parse("apps:\n  a:\n    app: x:y\n    bind: [1]\n    timeout: soon\n").unwrap_err();
+        assert_eq!(err.line, 5);
+        assert!(err.message.contains("invalid duration"), "{err}");
+
+        let err = parse("apps:\n  a:\n    app: [x\n").unwrap_err();
+        assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn port_zero_never_clashes_and_wildcards_do() {
+        let any = |p| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p);
+        let local = |p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p);
+        assert!(!binds_clash(local(0), local(0)));
+        assert!(binds_clash(any(80), local(80)));
+        assert!(!binds_clash(local(80), local(81)));
+        assert!(!binds_clash(local(80), "[::1]:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn sizes_durations_and_binds() {
+        assert_eq!(parse_size("10MiB").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_bind("8000").unwrap(), "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(parse_bind("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        assert!(parse_bind("nonsense:port").is_err());
+    }
+}

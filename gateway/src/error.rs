@@ -1,0 +1,49 @@
+//! The gateway's request errors and the one place where they become HTTP responses.
+//! Internals (tracebacks, socket errors) never reach a response body; they are logged where
+//! they happen, with the request id.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GatewayError {
+    #[error("request body larger than max_body")]
+    BodyTooLarge,
+    #[error("request body could not be read")]
+    BadBody,
+    #[error("no Python thread free within the queue timeout")]
+    QueueTimeout,
+    #[error("the worker went away before answering")]
+    WorkerGone,
+    #[error("the request ran past its timeout")]
+    UpstreamTimeout,
+    #[error("the app failed before sending its response")]
+    AppFailed,
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            GatewayError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
+            GatewayError::BadBody => (StatusCode::BAD_REQUEST, "Bad Request\n"),
+            GatewayError::QueueTimeout => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+            }
+            GatewayError::WorkerGone => (StatusCode::BAD_GATEWAY, "Bad Gateway\n"),
+            GatewayError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"),
+            GatewayError::AppFailed => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+            }
+        };
+        let mut response = (status, text).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, GatewayError::BodyTooLarge | GatewayError::BadBody) {
+            // The rest of an unread body would be taken for the next request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

@@ -1,0 +1,435 @@
+//! The request path on the gateway side: buffer the body (so a slow upload never holds a Python
+//! thread), borrow a worker connection, send the framed request, and turn the framed response
+//! back into HTTP.
+//!
+//! A response that arrives whole in the first read goes out as one body and its connection goes
+//! straight back to the pool. Anything longer is pumped by a task through a small bounded
+//! channel: the worker is read as fast as it writes, up to [`PUMP_CHUNKS`] chunks ahead of the
+//! client, and a client that leaves closes the worker connection, which ends the app's iteration
+//! (and calls its `close()`).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use deadpool::managed::Object;
+use http::{header, HeaderName, HeaderValue, StatusCode, Version};
+use http_body::Frame as BodyFrame;
+use http_body_util::BodyExt;
+use sluice_proto::{
+    decode, encode_request_head, frame_header, Frame, HttpVersion, Kind, RequestMeta, ResponseHead,
+    Scheme, MAX_CHUNK_BYTES,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::config::AppConfig;
+use crate::error::GatewayError;
+use crate::pool::{Manager, Pool, WorkerConn, Workers};
+
+/// How many body chunks (each at most `MAX_CHUNK_BYTES`) a response may run ahead of its client.
+const PUMP_CHUNKS: usize = 16;
+/// Body bytes up to this size are copied into the request frame buffer; larger ones are written
+/// from their own buffers.
+const COALESCE_BYTES: usize = 16 * 1024;
+/// Attempts to deliver a request when the connection turns out to be dead on write (the worker
+/// left while the connection sat idle); the request has not reached Python in that case.
+const DELIVERY_ATTEMPTS: usize = 3;
+
+/// What the forwarder knows about the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+/// One app as the request path sees it.
+pub(crate) struct AppState {
+    pub(crate) config: AppConfig,
+    pub(crate) pool: Pool,
+    pub(crate) workers: Arc<Workers>,
+}
+
+type Conn = Object<Manager>;
+
+/// Closes a connection that is out of step with its worker instead of pooling it; the worker
+/// sees the close, stops the app's iteration and frees the thread.
+fn retire(mut conn: Conn) {
+    conn.broken = true;
+    drop(Object::take(conn));
+}
+
+fn next_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish() as u32
+    });
+    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) async fn forward(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let request_id = next_request_id();
+    match forward_inner(&app, request, &request_id).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(app = %app.config.name, request_id = %request_id, "{err}");
+            err.into_response()
+        }
+    }
+}
+
+async fn forward_inner(
+    app: &AppState,
+    request: Request,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = request.into_parts();
+    let info = parts
+        .extensions
+        .get::<ConnInfo>()
+        .copied()
+        .expect("the server inserts ConnInfo");
+    let max_body = app.config.max_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let has_body = declared.is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let (chunks, body_len) = read_body(body, max_body).await?;
+
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let meta = RequestMeta {
+        request_id: request_id.as_bytes(),
+        method: parts.method.as_str().as_bytes(),
+        target: target.as_bytes(),
+        version: match parts.version {
+            Version::HTTP_10 | Version::HTTP_09 => HttpVersion::Http10,
+            Version::HTTP_2 | Version::HTTP_3 => HttpVersion::Http2,
+            _ => HttpVersion::Http11,
+        },
+        scheme: Scheme::Http,
+        peer: info.peer,
+        local: info.local,
+        body_len,
+        has_body,
+    };
+    let headers = || {
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+
+    let mut conn = deliver(app, &meta, headers, &chunks).await?;
+    drop(chunks);
+
+    let deadline = Instant::now() + app.config.timeout;
+    let head = match timeout_at(deadline, read_frame(&mut conn)).await {
+        Err(_) => {
+            tracing::error!(app = %app.config.name, request_id, pid = conn.worker.pid,
+                "request ran past the {:?} timeout; killing its worker", app.config.timeout);
+            conn.worker.kill();
+            retire(conn);
+            return Err(GatewayError::UpstreamTimeout);
+        }
+        Ok(Ok(Some(Frame::ResponseHead(head)))) => head,
+        Ok(Ok(Some(Frame::Error(_, message)))) => {
+            tracing::error!(app = %app.config.name, request_id,
+                "app failed before responding: {} (traceback in the app's log above)", String::from_utf8_lossy(&message));
+            return Err(GatewayError::AppFailed);
+        }
+        Ok(outcome) => {
+            let pid = conn.worker.pid;
+            let why = match outcome {
+                Ok(None) => "closed the connection".to_string(),
+                Ok(Some(frame)) => format!("sent {frame:?} instead of a response head"),
+                Err(err) => err.to_string(),
+            };
+            tracing::error!(app = %app.config.name, request_id, pid, "worker {why} before answering");
+            retire(conn);
+            return Err(GatewayError::WorkerGone);
+        }
+    };
+    respond(app, conn, head, request_id)
+}
+
+/// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
+async fn read_body(mut body: Body, max_body: u64) -> Result<(Vec<Bytes>, u64), GatewayError> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| GatewayError::BadBody)?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > max_body {
+                return Err(GatewayError::BodyTooLarge);
+            }
+            if !data.is_empty() {
+                chunks.push(data);
+            }
+        }
+    }
+    Ok((chunks, total))
+}
+
+/// Sends the request on a pooled connection, retrying on another when a write finds the
+/// connection dead (nothing reached Python then).
+async fn deliver<'h, H, I>(
+    app: &AppState,
+    meta: &RequestMeta<'_>,
+    headers: H,
+    chunks: &[Bytes],
+) -> Result<Conn, GatewayError>
+where
+    H: Fn() -> I,
+    I: Iterator<Item = (&'h [u8], &'h [u8])>,
+{
+    for _ in 0..DELIVERY_ATTEMPTS {
+        let mut conn = match timeout(app.config.queue_timeout, app.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => {
+                tracing::warn!(app = %app.config.name, "no worker connection: {err}");
+                return Err(GatewayError::WorkerGone);
+            }
+            Err(_) => return Err(GatewayError::QueueTimeout),
+        };
+        match write_request(&mut conn, meta, headers(), chunks).await {
+            Ok(()) => return Ok(conn),
+            Err(err) => {
+                tracing::debug!(app = %app.config.name, pid = conn.worker.pid, "stale worker connection: {err}");
+                retire(conn);
+            }
+        }
+    }
+    Err(GatewayError::WorkerGone)
+}
+
+async fn write_request<'h>(
+    conn: &mut WorkerConn,
+    meta: &RequestMeta<'_>,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    let mut buf = std::mem::take(&mut conn.write_buf);
+    buf.clear();
+    encode_request_head(&mut buf, meta, headers);
+    let result = async {
+        for chunk in chunks {
+            for piece in chunk.chunks(MAX_CHUNK_BYTES) {
+                buf.put_slice(&frame_header(Kind::RequestBody, piece.len()));
+                if piece.len() <= COALESCE_BYTES {
+                    buf.put_slice(piece);
+                } else {
+                    conn.stream.write_all(&buf).await?;
+                    buf.clear();
+                    conn.stream.write_all(piece).await?;
+                }
+            }
+        }
+        conn.stream.write_all(&buf).await
+    }
+    .await;
+    buf.clear();
+    conn.write_buf = buf;
+    result
+}
+
+async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
+    loop {
+        if let Some(frame) = decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
+            return Ok(Some(frame));
+        }
+        conn.read_buf.reserve(64 * 1024);
+        if conn.stream.read_buf(&mut conn.read_buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn respond(
+    app: &AppState,
+    mut conn: Conn,
+    head: ResponseHead,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::from_u16(head.status).map_err(|_| {
+        tracing::error!(app = %app.config.name, request_id, "app sent status {}", head.status);
+        GatewayError::AppFailed
+    })?;
+    if response.status().canonical_reason().map(str::as_bytes) != Some(&head.reason[..])
+        && !head.reason.is_empty()
+    {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.clone()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    let headers = response.headers_mut();
+    headers.reserve(head.headers.len());
+    for (name, value) in head.headers {
+        // The worker checked both already; a failure here is a bug, not the app's fault.
+        match (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                tracing::error!(app = %app.config.name, request_id, "unusable response header {:?}", String::from_utf8_lossy(&name));
+                retire(conn);
+                return Err(GatewayError::AppFailed);
+            }
+        }
+    }
+
+    // Whatever the first reads brought in beyond the head: often the whole body and its end.
+    let mut early = Vec::new();
+    loop {
+        match decode(&mut conn.read_buf) {
+            Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
+            Ok(Some(Frame::ResponseEnd)) => {
+                *response.body_mut() = match early.len() {
+                    0 => Body::empty(),
+                    1 => Body::from(early.pop().expect("one chunk")),
+                    _ => {
+                        let mut whole = BytesMut::with_capacity(early.iter().map(Bytes::len).sum());
+                        early.iter().for_each(|chunk| whole.put_slice(chunk));
+                        Body::from(whole.freeze())
+                    }
+                };
+                return Ok(response);
+            }
+            Ok(None) => break,
+            // An error frame or garbage right behind the head: let the pump report it.
+            Ok(Some(_)) | Err(_) => break,
+        }
+    }
+    let (tx, rx) = mpsc::channel(PUMP_CHUNKS);
+    let name = app.config.name.clone();
+    let idle = app.config.timeout;
+    let request_id = request_id.to_owned();
+    tokio::spawn(async move {
+        for chunk in early {
+            if tx.send(Ok(chunk)).await.is_err() {
+                retire(conn);
+                return;
+            }
+        }
+        pump(conn, tx, &name, &request_id, idle).await;
+    });
+    *response.body_mut() = Body::new(ChannelBody { rx });
+    Ok(response)
+}
+
+/// Moves body frames from the worker to the client's body channel until the end frame.
+async fn pump(
+    mut conn: Conn,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    app: &str,
+    request_id: &str,
+    idle: Duration,
+) {
+    loop {
+        let frame = match timeout(idle, read_frame(&mut conn)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(outcome) => {
+                let why = match outcome {
+                    Err(err) => err.to_string(),
+                    _ => "closed the connection".into(),
+                };
+                tracing::error!(
+                    app,
+                    request_id,
+                    pid = conn.worker.pid,
+                    "worker {why} in the middle of a response; cutting it off"
+                );
+                let _ = tx.send(Err(std::io::Error::other("worker gone"))).await;
+                retire(conn);
+                return;
+            }
+            Err(_) => {
+                tracing::error!(
+                    app,
+                    request_id,
+                    pid = conn.worker.pid,
+                    "response stalled past the {idle:?} timeout; killing its worker"
+                );
+                conn.worker.kill();
+                let _ = tx.send(Err(std::io::Error::other("timeout"))).await;
+                retire(conn);
+                return;
+            }
+        };
+        match frame {
+            Frame::ResponseBody(chunk) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The client left: closing the worker connection stops the app's iteration.
+                    retire(conn);
+                    return;
+                }
+            }
+            // The connection is back in step; dropping it returns it to the pool.
+            Frame::ResponseEnd => return,
+            Frame::Error(_, message) => {
+                tracing::error!(
+                    app,
+                    request_id,
+                    "app failed after its response began: {}; cutting it off",
+                    String::from_utf8_lossy(&message)
+                );
+                let _ = tx.send(Err(std::io::Error::other("app failed"))).await;
+                return;
+            }
+            other => {
+                tracing::error!(
+                    app,
+                    request_id,
+                    "worker sent {other:?} inside a response body"
+                );
+                let _ = tx.send(Err(std::io::Error::other("protocol error"))).await;
+                retire(conn);
+                return;
+            }
+        }
+    }
+}
+
+/// A response body fed by the pump task. An `Err` item makes hyper abort the response, so the
+/// client sees it cut off rather than complete.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(BodyFrame::data)))
+    }
+}

@@ -1,0 +1,150 @@
+//! The `sluice` command: parse the command line, set up logging, load the configuration, run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sluice_gateway::config::{self, AppConfig, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Serve Python WSGI apps: an HTTP front end and worker supervisor in one program"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one WSGI app given as module:callable.
+    Serve(ServeArgs),
+    /// Serve the apps of a YAML configuration file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a YAML configuration file and print its route table.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The WSGI callable, module:callable (e.g. myproject.wsgi:application).
+    app: String,
+    /// Address to listen on (HOST:PORT, [IPv6]:PORT, or a bare PORT for 0.0.0.0:PORT); repeatable.
+    #[arg(short, long = "bind", default_value = "127.0.0.1:8000", value_parser = config::parse_bind)]
+    bind: Vec<std::net::SocketAddr>,
+    /// Worker processes.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: u32,
+    /// Python threads per worker process.
+    #[arg(long = "thread-workers", visible_alias = "threads", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    thread_workers: u32,
+    /// The interpreter that runs the workers (a virtualenv's python works as is).
+    #[arg(long, default_value = config::DEFAULT_PYTHON)]
+    python: String,
+    /// Directory the workers start in; it is put first on sys.path.
+    #[arg(long)]
+    chdir: Option<PathBuf>,
+    /// The app's name in logs (default: the module name).
+    #[arg(long)]
+    name: Option<String>,
+    /// How long a request may run in Python before a 504 (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    timeout: std::time::Duration,
+    /// How long in-flight requests get on shutdown.
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    graceful_timeout: std::time::Duration,
+    /// How long a request may wait for a free Python thread before a 503.
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    queue_timeout: std::time::Duration,
+    /// Largest request body accepted (e.g. 10MiB); larger ones get 413.
+    #[arg(long, default_value = "10MiB", value_parser = config::parse_size)]
+    max_body: u64,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let name = self.name.unwrap_or_else(|| {
+            let module = self.app.split(':').next().unwrap_or("app");
+            module.split('.').next().unwrap_or(module).to_owned()
+        });
+        Config {
+            source: None,
+            apps: vec![AppConfig {
+                name,
+                app: self.app,
+                chdir: self.chdir.map(|dir| cwd.join(dir)),
+                binds: self.bind,
+                workers: self.workers as usize,
+                threads: self.thread_workers as usize,
+                python: config::resolve_python(&cwd, &self.python),
+                timeout: self.timeout,
+                graceful_timeout: self.graceful_timeout,
+                queue_timeout: self.queue_timeout,
+                max_body: self.max_body,
+            }],
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let config = match cli.command {
+        Command::Serve(args) => args.into_config(),
+        Command::Run { config } => match Config::load(&config) {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Check { config } => {
+            return match Config::load(&config) {
+                Ok(parsed) => {
+                    println!("{} is valid\n", config.display());
+                    print!("{}", parsed.describe());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sluice_gateway::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

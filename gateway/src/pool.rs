@@ -1,0 +1,207 @@
+//! Each app's connections to its workers: a registry of live workers and a deadpool of Unix
+//! socket connections to them.
+//!
+//! The pool is the queue. It holds at most workers × threads connections and every worker serves
+//! one connection per thread, so a connection handed out is a Python thread that is free now;
+//! waiting for one is waiting for a thread. New connections go to the live worker with the
+//! fewest, never past its thread count, so load spreads across processes by itself.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use sluice_proto::PREFACE;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+/// A ready worker process as the pool sees it.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) pid: u32,
+    pub(crate) socket: PathBuf,
+    pub(crate) threads: usize,
+    alive: AtomicBool,
+    conns: AtomicUsize,
+}
+
+impl Worker {
+    pub(crate) fn new(pid: u32, socket: PathBuf, threads: usize) -> Worker {
+        Worker {
+            pid,
+            socket,
+            threads,
+            alive: AtomicBool::new(true),
+            conns: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Ends the process at once (a request ran past its timeout); the supervisor replaces it.
+    pub(crate) fn kill(&self) {
+        self.alive.store(false, Ordering::Release);
+        // SAFETY: kill(2) with a pid this gateway spawned and has not yet reaped (the supervisor
+        // reaps it only after it exits, and clears `alive` first).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// The live workers of one app.
+#[derive(Debug, Default)]
+pub(crate) struct Workers {
+    list: Mutex<Vec<Arc<Worker>>>,
+    /// Signalled when a worker joins or a connection slot frees up.
+    changed: Notify,
+}
+
+impl Workers {
+    pub(crate) fn add(&self, worker: Arc<Worker>) {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(worker);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes a worker out of rotation; its pooled connections are discarded as they come up.
+    pub(crate) fn remove(&self, pid: u32) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = list.iter().position(|w| w.pid == pid) {
+            list.remove(at).alive.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reserves a connection slot on the least loaded worker that has one.
+    fn reserve(&self) -> Option<Arc<Worker>> {
+        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let worker = list
+            .iter()
+            .filter(|w| w.is_alive() && w.conns.load(Ordering::Relaxed) < w.threads)
+            .min_by_key(|w| w.conns.load(Ordering::Relaxed))?;
+        worker.conns.fetch_add(1, Ordering::Relaxed);
+        Some(worker.clone())
+    }
+
+    fn release(&self, worker: &Worker) {
+        worker.conns.fetch_sub(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+}
+
+/// One connection to one Python thread of one worker.
+pub(crate) struct WorkerConn {
+    pub(crate) stream: UnixStream,
+    pub(crate) read_buf: BytesMut,
+    pub(crate) write_buf: BytesMut,
+    pub(crate) worker: Arc<Worker>,
+    /// Out of step with the worker (an error mid-exchange): never reuse.
+    pub(crate) broken: bool,
+    workers: Arc<Workers>,
+}
+
+impl Drop for WorkerConn {
+    fn drop(&mut self) {
+        self.workers.release(&self.worker);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connecting to worker {pid}: {source}")]
+    Io { pid: u32, source: std::io::Error },
+}
+
+pub(crate) struct Manager {
+    pub(crate) workers: Arc<Workers>,
+}
+
+impl managed::Manager for Manager {
+    type Type = WorkerConn;
+    type Error = ConnectError;
+
+    /// Waits until some worker has a free thread; the caller bounds the wait (queue timeout).
+    async fn create(&self) -> Result<WorkerConn, ConnectError> {
+        loop {
+            let changed = self.workers.changed.notified();
+            tokio::pin!(changed);
+            // Register interest before looking, so a change between the look and the wait is not lost.
+            changed.as_mut().enable();
+            if let Some(worker) = self.workers.reserve() {
+                let pid = worker.pid;
+                let guard = ReleaseOnDrop {
+                    workers: &self.workers,
+                    worker: Some(worker),
+                };
+                match connect(&guard.worker.as_ref().expect("set").socket).await {
+                    Ok(stream) => {
+                        let worker = guard.disarm();
+                        return Ok(WorkerConn {
+                            stream,
+                            read_buf: BytesMut::with_capacity(64 * 1024),
+                            write_buf: BytesMut::with_capacity(16 * 1024),
+                            worker,
+                            broken: false,
+                            workers: self.workers.clone(),
+                        });
+                    }
+                    // The worker died between being listed and being dialled: the supervisor
+                    // is about to take it out; try the others.
+                    Err(source) if !guard.worker.as_ref().expect("set").is_alive() => {
+                        tracing::debug!(pid, %source, "worker gone while connecting");
+                        continue;
+                    }
+                    Err(source) => return Err(ConnectError::Io { pid, source }),
+                }
+            }
+            changed.await;
+        }
+    }
+
+    async fn recycle(&self, conn: &mut WorkerConn, _: &Metrics) -> RecycleResult<ConnectError> {
+        if conn.broken || !conn.worker.is_alive() {
+            return Err(RecycleError::message("worker connection retired"));
+        }
+        Ok(())
+    }
+}
+
+/// Gives a reserved slot back unless the connection that uses it was made.
+struct ReleaseOnDrop<'a> {
+    workers: &'a Workers,
+    worker: Option<Arc<Worker>>,
+}
+
+impl ReleaseOnDrop<'_> {
+    fn disarm(mut self) -> Arc<Worker> {
+        self.worker.take().expect("set")
+    }
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.workers.release(&worker);
+        }
+    }
+}
+
+async fn connect(socket: &std::path::Path) -> std::io::Result<UnixStream> {
+    let mut stream = UnixStream::connect(socket).await?;
+    stream.write_all(PREFACE).await?;
+    Ok(stream)
+}
+
+pub(crate) type Pool = managed::Pool<Manager>;
+
+pub(crate) fn build(workers: Arc<Workers>, size: usize) -> Pool {
+    managed::Pool::builder(Manager { workers })
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("a pool with a runtime and no timeouts always builds")
+}

@@ -1,0 +1,200 @@
+//! The PEP 3333 environ, built from a request head without re-encoding its bytes.
+
+use bytes::Bytes;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use sluice_proto::RequestHead;
+
+use crate::app::App;
+
+/// A str whose code points are the bytes (latin-1), as WSGI wants for everything from the wire.
+pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        PyString::new(py, std::str::from_utf8(bytes).expect("ASCII is UTF-8"))
+    } else {
+        let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+        PyString::new(py, &text)
+    }
+}
+
+/// `%XX` becomes the byte; anything malformed stays as it was (as gunicorn and wsgiref do).
+fn percent_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&b'%') {
+        return raw.into();
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let (Some(hi), Some(lo)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out.into()
+}
+
+/// `Host` split into name and port, `[v6]` brackets kept as gunicorn keeps them.
+fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let colon = if host.starts_with(b"[") {
+        host.iter()
+            .position(|&b| b == b']')
+            .and_then(|end| host[end..].iter().position(|&b| b == b':').map(|c| end + c))
+    } else {
+        host.iter().rposition(|&b| b == b':')
+    };
+    match colon {
+        Some(at) => (&host[..at], Some(&host[at + 1..])),
+        None => (host, None),
+    }
+}
+
+/// `HTTP_` plus the name upper-cased with dashes as underscores; `None` for names with an
+/// underscore, which would let `X_Forwarded_For` pose as `X-Forwarded-For` downstream.
+fn cgi_key(name: &[u8]) -> Option<String> {
+    if name.contains(&b'_') {
+        return None;
+    }
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    for &b in name {
+        key.push(match b {
+            b'-' => '_',
+            _ => char::from(b.to_ascii_uppercase()),
+        });
+    }
+    Some(key)
+}
+
+pub(crate) fn build<'py>(
+    py: Python<'py>,
+    app: &App,
+    head: &RequestHead,
+    body: &[Bytes],
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    let (path, query) = match head.target.iter().position(|&b| b == b'?') {
+        Some(q) => (&head.target[..q], &head.target[q + 1..]),
+        None => (&head.target[..], &b""[..]),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, &head.method))?;
+    env.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(path)))?;
+    env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
+    env.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target))?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+    env.set_item(intern!(py, "REMOTE_ADDR"), head.peer.ip().to_string())?;
+    env.set_item(intern!(py, "REMOTE_PORT"), head.peer.port().to_string())?;
+    if head.has_body || head.body_len > 0 {
+        env.set_item(intern!(py, "CONTENT_LENGTH"), head.body_len.to_string())?;
+    }
+
+    // Repeated headers are joined into one value: cookies with "; " (RFC 6265), others ", ".
+    let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
+    let mut host: Option<&[u8]> = None;
+    for (name, value) in &head.headers {
+        match &name[..] {
+            b"content-type" => {
+                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
+                continue;
+            }
+            // The body was buffered: CONTENT_LENGTH above is the real length.
+            b"content-length" | b"transfer-encoding" => continue,
+            b"host" => host = host.or(Some(value)),
+            _ => {}
+        }
+        let Some(key) = cgi_key(name) else { continue };
+        match joined.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) => {
+                let sep: &[u8] = if &name[..] == b"cookie" { b"; " } else { b", " };
+                existing.extend_from_slice(sep);
+                existing.extend_from_slice(value);
+            }
+            None => joined.push((key, value.to_vec())),
+        }
+    }
+    for (key, value) in &joined {
+        env.set_item(key, latin1(py, value))?;
+    }
+
+    let (server_name, server_port) = match host.map(split_host) {
+        Some((name, port)) => {
+            let default = if head.scheme.as_str() == "https" {
+                "443"
+            } else {
+                "80"
+            };
+            let port = port
+                .map(|p| latin1(py, p))
+                .unwrap_or_else(|| PyString::new(py, default));
+            (latin1(py, name), port)
+        }
+        None => (
+            PyString::new(py, &head.local.ip().to_string()),
+            PyString::new(py, &head.local.port().to_string()),
+        ),
+    };
+    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+
+    let total: usize = body.iter().map(|b| b.len()).sum();
+    let body = PyBytes::new_with(py, total, |buf| {
+        let mut at = 0;
+        for piece in body {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        Ok(())
+    })?;
+    // BytesIO shares the bytes object's buffer until written to, so this is not a second copy.
+    let input = app.bytes_io.bind(py).call1((body,))?;
+    env.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    env.set_item(intern!(py, "wsgi.url_scheme"), head.scheme.as_str())?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    env.set_item(
+        intern!(py, "wsgi.errors"),
+        app.sys.bind(py).getattr(intern!(py, "stderr"))?,
+    )?;
+    env.set_item(intern!(py, "wsgi.multithread"), app.multithread)?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), app.multiprocess)?;
+    env.set_item(intern!(py, "wsgi.run_once"), false)?;
+    env.set_item(intern!(py, "wsgi.file_wrapper"), app.file_wrapper.bind(py))?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_keeps_malformed_escapes() {
+        assert_eq!(&*percent_decode(b"/caf%C3%A9"), b"/caf\xc3\xa9");
+        assert_eq!(&*percent_decode(b"/a%2Fb"), b"/a/b");
+        assert_eq!(&*percent_decode(b"/100%"), b"/100%");
+        assert_eq!(&*percent_decode(b"/%zz%4"), b"/%zz%4");
+    }
+
+    #[test]
+    fn host_splits_like_gunicorn() {
+        assert_eq!(
+            split_host(b"example.com:8080"),
+            (&b"example.com"[..], Some(&b"8080"[..]))
+        );
+        assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
+        assert_eq!(split_host(b"[::1]:80"), (&b"[::1]"[..], Some(&b"80"[..])));
+        assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
+    }
+
+    #[test]
+    fn underscored_names_are_dropped() {
+        assert_eq!(cgi_key(b"x-real-ip").as_deref(), Some("HTTP_X_REAL_IP"));
+        assert_eq!(cgi_key(b"x_real_ip"), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! The worker's life: load the app, bind its socket, say ready, serve with a fixed pool of
+//! threads, and stop when the gateway says so (or disappears).
+//!
+//! Every thread attaches to the interpreter once, for its whole life, and detaches while it
+//! waits for a connection or a request and while it writes; so each keeps one Python thread
+//! state (thread-locals such as Django's database connections survive between requests) and
+//! holds the GIL only while Python runs.
+//!
+//! The control channel is file descriptor 3, a socket the gateway keeps the other end of: the
+//! worker sends `Ready` or `Fatal` on it, the gateway sends `Stop`; end of file means the gateway
+//! is gone and the worker exits at once.
+
+use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+use serde::Deserialize;
+use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, VERSION};
+
+use crate::app::{load_callable, App};
+use crate::conn::{FrameReader, FrameWriter};
+use crate::wsgi::{self, Exchange, FileWrapper};
+
+/// The control channel's descriptor number in the worker (the gateway `dup2`s it there).
+const CONTROL_FD: i32 = 3;
+
+/// What the gateway tells a worker, as JSON in `argv[1]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerConfig {
+    name: String,
+    app: String,
+    socket: String,
+    threads: usize,
+    workers: usize,
+    chdir: Option<String>,
+    graceful_timeout_ms: u64,
+}
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Threads still running, so the main thread can wait for them with a deadline.
+struct Running {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
+    // SAFETY: the gateway passes the control socket as fd 3 and nothing else in this process
+    // owns it; a worker started without one fails the first write below.
+    let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let config: WorkerConfig = match serde_json::from_str(config_json) {
+        Ok(config) => config,
+        Err(err) => {
+            return fatal(
+                &mut control,
+                &format!("bad worker configuration: {err}"),
+                "",
+            )
+        }
+    };
+    let callable = match load_callable(py, &config.app, config.chdir.as_deref()) {
+        Ok(callable) => callable,
+        Err(traceback) => {
+            let error = traceback
+                .lines()
+                .last()
+                .unwrap_or("import failed")
+                .to_owned();
+            return fatal(&mut control, &error, &traceback);
+        }
+    };
+    let listener = match UnixListener::bind(&config.socket) {
+        Ok(listener) => Arc::new(listener),
+        Err(err) => return fatal(&mut control, &format!("bind {}: {err}", config.socket), ""),
+    };
+    let app = Arc::new(App {
+        name: config.name.clone(),
+        callable,
+        bytes_io: py.import("io")?.getattr("BytesIO")?.unbind(),
+        sys: py.import("sys")?.unbind(),
+        file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
+        multithread: config.threads > 1,
+        multiprocess: config.workers > 1,
+    });
+
+    let running = Arc::new(Running {
+        count: Mutex::new(config.threads),
+        changed: Condvar::new(),
+    });
+    for index in 0..config.threads {
+        let (app, listener, running) = (app.clone(), listener.clone(), running.clone());
+        std::thread::Builder::new()
+            .name(format!("sluice-{index}"))
+            .spawn(move || {
+                Python::attach(|py| accept_loop(py, &app, &listener));
+                *running.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                running.changed.notify_all();
+            })
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+    }
+
+    let python: String = py.import("sys")?.getattr("version")?.extract()?;
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "app": app.name,
+        "python": python.split_whitespace().next().unwrap_or_default(),
+        "proto": VERSION,
+    });
+    send_control(&mut control, Kind::Ready, ready.to_string().as_bytes());
+
+    let graceful = Duration::from_millis(config.graceful_timeout_ms);
+    let stopped = py.detach(|| wait_for_stop(&mut control));
+    if !stopped {
+        // The gateway is gone; nobody is left to answer.
+        // SAFETY: _exit ends the process without running anything else.
+        unsafe { libc::_exit(0) };
+    }
+    STOPPING.store(true, Ordering::SeqCst);
+    // Wakes every thread blocked in accept(); they see STOPPING and leave.
+    // SAFETY: shutdown(2) on a descriptor this listener owns.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+    let _ = std::fs::remove_file(&config.socket);
+    let all_done = py.detach(|| {
+        let deadline = Instant::now() + graceful;
+        let mut count = running.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = running
+                .changed
+                .wait_timeout(count, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    });
+    if !all_done {
+        flush_stdio(py);
+        // Threads still inside requests after the graceful timeout: finalising the interpreter
+        // under them could hang, so leave now.
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    Ok(0)
+}
+
+fn flush_stdio(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                let _ = stream.call_method0("flush");
+            }
+        }
+    }
+}
+
+fn fatal(control: &mut UnixStream, error: &str, traceback: &str) -> PyResult<i32> {
+    let payload = serde_json::json!({ "error": error, "traceback": traceback });
+    send_control(control, Kind::Fatal, payload.to_string().as_bytes());
+    Ok(1)
+}
+
+fn send_control(control: &mut UnixStream, kind: Kind, payload: &[u8]) {
+    let mut buf = BytesMut::new();
+    encode_control(&mut buf, kind, payload);
+    // A worker whose gateway is gone is about to learn it from the read side.
+    let _ = control.write_all(&buf);
+}
+
+/// Blocks until `Stop` (true) or end of file (false: the gateway died).
+fn wait_for_stop(control: &mut UnixStream) -> bool {
+    let mut reader = FrameReader::new(match control.try_clone() {
+        Ok(stream) => stream,
+        Err(_) => return false,
+    });
+    loop {
+        match reader.read_frame() {
+            Ok(Some(Frame::Stop)) => return true,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
+    static GENERATION: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let accepted = py.detach(|| listener.accept());
+        if STOPPING.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let Ok(write_half) = stream.try_clone() else {
+            continue;
+        };
+        let mut reader = FrameReader::new(stream);
+        let exchange = Arc::new(Mutex::new(Exchange::new(FrameWriter::new(write_half))));
+        let preface_ok = py.detach(|| {
+            let mut preface = [0u8; PREFACE.len()];
+            reader.read_exact_raw(&mut preface).is_ok() && &preface == PREFACE
+        });
+        if !preface_ok {
+            continue;
+        }
+        loop {
+            let request = py.detach(|| read_request(&mut reader));
+            let Ok(Some((head, body))) = request else {
+                break;
+            };
+            let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+            if !wsgi::handle(py, app, &exchange, generation, head, body) {
+                break;
+            }
+        }
+        // Dropping the connection here (reader and exchange) is what tells the gateway that a
+        // response it has not seen the end of will not come.
+        let _ = reader.stream().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A request head and exactly the body bytes it announced.
+fn read_request(reader: &mut FrameReader) -> io::Result<Option<(RequestHead, Vec<Bytes>)>> {
+    let head = match reader.read_frame()? {
+        None => return Ok(None),
+        Some(Frame::RequestHead(head)) => head,
+        Some(other) => {
+            return Err(io::Error::other(format!(
+                "expected a request head, got {other:?}"
+            )))
+        }
+    };
+    let mut body = Vec::new();
+    let mut received = 0u64;
+    while received < head.body_len {
+        match reader.read_frame()? {
+            Some(Frame::RequestBody(chunk)) => {
+                received += chunk.len() as u64;
+                body.push(chunk);
+            }
+            _ => return Err(io::Error::other("request body cut short")),
+        }
+    }
+    if received != head.body_len {
+        return Err(io::Error::other("request body longer than announced"));
+    }
+    Ok(Some((head, body)))
+}
+
+pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<FileWrapper>()
+}
