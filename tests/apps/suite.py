@@ -1,0 +1,331 @@
+"""WSGI fixture app for the sluice integration tests (stdlib only).
+
+Exports ``app`` and ``validated`` (the same app behind ``wsgiref.validate``).
+Dispatches on the first path segment; see the README of each endpoint below.
+Marker files go into the directory named by the env var ``SLUICE_TEST_STATE``.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import wsgiref.validate
+from urllib.parse import parse_qs
+
+logging.basicConfig(level=logging.INFO)
+log = logging.getLogger("suite")
+
+MIB = 1024 * 1024
+PATTERN_MIB = bytes(range(256)) * (MIB // 256)  # one MiB of the /big pattern
+FILE_SIZE = 300 * 1024
+FILE_NAME = "suite-file.bin"
+
+
+def file_content(size=FILE_SIZE):
+    """Deterministic content served by /file: byte i is (i * 31 + 7) % 251."""
+    return bytes((i * 31 + 7) % 251 for i in range(size))
+
+
+def state_path(name):
+    state = os.environ.get("SLUICE_TEST_STATE")
+    if not state:
+        raise RuntimeError("SLUICE_TEST_STATE is not set")
+    return os.path.join(state, name)
+
+
+def touch(path):
+    with open(path, "w") as f:
+        f.write("1")
+
+
+def query(environ):
+    qs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return {k: v[-1] for k, v in qs.items()}
+
+
+def respond(start_response, body, status="200 OK", content_type="text/plain", headers=()):
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    start_response(status, [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        *headers,
+    ])
+    return [body]
+
+
+def respond_json(start_response, obj, status="200 OK", headers=()):
+    body = json.dumps(obj, ensure_ascii=True, sort_keys=True)
+    return respond(start_response, body, status, "application/json", headers)
+
+
+def read_all(inp):
+    # wsgiref.validate only allows read(size) with exactly one argument, so
+    # behind the validator "read everything" is spelled read(-1).
+    if isinstance(inp, wsgiref.validate.InputWrapper):
+        return inp.read(-1)
+    return inp.read()
+
+
+# --- endpoints --------------------------------------------------------------
+
+def ep_environ(environ, start_response):
+    out = {k: v for k, v in environ.items() if isinstance(v, str)}
+    out["wsgi.version"] = list(environ.get("wsgi.version", ()))
+    for key in ("wsgi.url_scheme", "wsgi.input_terminated", "wsgi.multithread",
+                "wsgi.multiprocess", "wsgi.run_once"):
+        out[key] = environ.get(key)
+    for key in ("wsgi.input", "wsgi.errors", "wsgi.file_wrapper"):
+        out["has_" + key] = key in environ
+    return respond_json(start_response, out)
+
+
+def ep_echo(environ, start_response):
+    body = read_all(environ["wsgi.input"])
+    return respond(start_response, body, content_type="application/octet-stream", headers=[
+        ("X-Environ-Content-Length", environ.get("CONTENT_LENGTH", "absent")),
+        ("X-Body-Sha256", hashlib.sha256(body).hexdigest()),
+    ])
+
+
+def ep_input(environ, start_response):
+    inp = environ["wsgi.input"]
+    mode = query(environ).get("mode", "read")
+    chunks = []
+    if mode == "read":
+        chunks.append(read_all(inp))
+    elif mode == "readn":
+        while True:
+            piece = inp.read(7)
+            if not piece:
+                break
+            chunks.append(piece)
+    elif mode == "readline":
+        while True:
+            line = inp.readline()
+            if not line:
+                break
+            chunks.append(line)
+    elif mode == "readline_sized":
+        while True:
+            line = inp.readline(5)
+            if not line:
+                break
+            chunks.append(line)
+    elif mode == "readlines":
+        chunks = inp.readlines()
+    elif mode == "iter":
+        chunks = [line for line in inp]
+    else:
+        return respond(start_response, f"unknown mode {mode!r}", "400 Bad Request")
+    after = inp.read(8192)
+    return respond_json(start_response, {
+        "mode": mode,
+        "chunks": [c.decode("latin-1") for c in chunks],
+        "total": sum(len(c) for c in chunks),
+        "after": repr(after),
+    })
+
+
+def ep_write(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"one,")
+    write(b"two,")
+    return [b"three"]
+
+
+def ep_exc_info(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise ValueError("exc-info-test")
+    except ValueError:
+        start_response("500 Internal Server Error",
+                       [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"handled"]
+
+
+def ep_raise(environ, start_response):
+    raise RuntimeError("boom-before")
+
+
+def ep_raise_after(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"partial"
+        raise RuntimeError("boom-after")
+
+    return gen()
+
+
+class ClosingBody:
+    """Iterable whose close() leaves $SLUICE_TEST_STATE/closed-TOKEN behind."""
+
+    def __init__(self, token, mode):
+        self.token = token
+        self.mode = mode
+
+    def __iter__(self):
+        if self.mode == "ok":
+            yield b"chunk-1\n"
+            yield b"chunk-2\n"
+            yield b"chunk-3\n"
+        elif self.mode == "error":
+            yield b"chunk-1\n"
+            raise RuntimeError(f"close-error-{self.token}")
+        elif self.mode == "slow":
+            deadline = time.monotonic() + 60
+            i = 0
+            while time.monotonic() < deadline:
+                yield f"tick-{i}\n".encode()
+                i += 1
+                time.sleep(0.05)
+        else:
+            raise ValueError(f"unknown mode {self.mode!r}")
+
+    def close(self):
+        touch(state_path(f"closed-{self.token}"))
+
+
+def ep_close(environ, start_response):
+    q = query(environ)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ClosingBody(q["token"], q.get("mode", "ok"))
+
+
+def ep_stream(environ, start_response):
+    token = query(environ)["token"]
+    go = state_path(f"go-{token}")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"first\n"
+        deadline = time.monotonic() + 20
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                yield b"timeout\n"
+                return
+            time.sleep(0.01)
+        yield b"last\n"
+
+    return gen()
+
+
+def ep_big(environ, start_response):
+    mb = int(query(environ).get("mb", "1"))
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(mb * MIB)),
+    ])
+    return (PATTERN_MIB for _ in range(mb))
+
+
+def ep_headers(environ, start_response):
+    body = {
+        "HTTP_COOKIE": environ.get("HTTP_COOKIE"),
+        "HTTP_X_MULTI": environ.get("HTTP_X_MULTI"),
+        "http": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
+    }
+    return respond_json(start_response, body, headers=[
+        ("Set-Cookie", "a=1; Path=/"),
+        ("Set-Cookie", "b=2; Path=/"),
+    ])
+
+
+def ep_bad_header(environ, start_response):
+    kind = query(environ).get("kind", "crlf")
+    value = "bad\r\nX-Injected: yes" if kind == "crlf" else "price \u20ac5"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Bad", value)])
+    return [b"must not be sent"]
+
+
+def ep_content_length(environ, start_response):
+    q = query(environ)
+    declared, actual = int(q["declared"]), int(q["actual"])
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(declared)),
+    ])
+    return [b"x" * actual]
+
+
+def ep_print(environ, start_response):
+    token = query(environ)["token"]
+    print(f"stdout-{token}", flush=True)
+    print(f"stderr-{token}", file=sys.stderr, flush=True)
+    log.warning(f"log-{token}")
+    errors = environ["wsgi.errors"]
+    errors.write(f"errors-{token}\n")
+    errors.flush()
+    return respond(start_response, b"ok")
+
+
+def ep_sleep(environ, start_response):
+    time.sleep(float(query(environ).get("s", "1")))
+    return respond(start_response, b"slept")
+
+
+def ep_pid(environ, start_response):
+    return respond(start_response, str(os.getpid()))
+
+
+def ep_name(environ, start_response):
+    return respond(start_response, b"suite")
+
+
+def ensure_file():
+    path = state_path(FILE_NAME)
+    if not os.path.exists(path):
+        # Write under a unique name then rename, so concurrent workers/threads
+        # never see a half-written file.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(file_content())
+        os.replace(tmp, path)
+    return path
+
+
+def ep_file(environ, start_response):
+    path = ensure_file()
+    f = open(path, "rb")
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(FILE_SIZE)),
+    ])
+    return environ["wsgi.file_wrapper"](f, 64 * 1024)
+
+
+ROUTES = {
+    "environ": ep_environ,
+    "echo": ep_echo,
+    "input": ep_input,
+    "write": ep_write,
+    "exc_info": ep_exc_info,
+    "raise": ep_raise,
+    "raise-after": ep_raise_after,
+    "close": ep_close,
+    "stream": ep_stream,
+    "big": ep_big,
+    "headers": ep_headers,
+    "bad-header": ep_bad_header,
+    "content-length": ep_content_length,
+    "print": ep_print,
+    "sleep": ep_sleep,
+    "pid": ep_pid,
+    "name": ep_name,
+    "file": ep_file,
+}
+
+
+def app(environ, start_response):
+    first = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+    handler = ROUTES.get(first)
+    if handler is None:
+        return respond(start_response, b"not found", "404 Not Found")
+    return handler(environ, start_response)
+
+
+validated = wsgiref.validate.validator(app)
