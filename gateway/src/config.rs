@@ -182,13 +182,12 @@ fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// `text` against `base`, made absolute and without `.` parts, so that a worker finds it
+/// whatever its working directory.
 fn resolve_path(base: &Path, text: &str) -> PathBuf {
-    let path = PathBuf::from(text);
-    if path.is_absolute() {
-        path
-    } else {
-        base.join(path)
-    }
+    let joined = base.join(text);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    absolute.components().collect()
 }
 
 /// An interpreter given with a slash is a path (relative ones resolve against `base`); a bare
