@@ -82,7 +82,8 @@ struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileApp {
-    app: String,
+    /// Optional here so that a missing one is reported at the app, not where its mapping ends.
+    app: Option<String>,
     chdir: Option<String>,
     bind: Option<Spanned<Vec<Spanned<BindSpec>>>>,
     workers: Option<usize>,
@@ -266,13 +267,17 @@ impl Config {
                     format!("app name {name:?} may hold only letters, digits, '-', '_' and '.'"),
                 ));
             }
-            if !app.app.contains(':') && app.app.trim().is_empty() {
-                return Err(error_at(
-                    at.line(),
-                    at.column(),
-                    format!("app {name}: `app` must be module:callable"),
-                ));
-            }
+            let callable = match app.app.as_deref().map(str::trim) {
+                None => {
+                    let message = format!("app {name}: missing field `app` (module:callable)");
+                    return Err(error_at(at.line(), at.column(), message));
+                }
+                Some("") => {
+                    let message = format!("app {name}: `app` is empty; give module:callable");
+                    return Err(error_at(at.line(), at.column(), message));
+                }
+                Some(callable) => callable.to_owned(),
+            };
             let Some(bind) = &app.bind else {
                 return Err(error_at(
                     at.line(),
@@ -323,7 +328,7 @@ impl Config {
             }
             apps.push(AppConfig {
                 name: name.clone(),
-                app: app.app.clone(),
+                app: callable,
                 chdir: app.chdir.as_deref().map(|dir| resolve_path(&base, dir)),
                 binds,
                 workers: app.workers.unwrap_or(1),
@@ -434,8 +439,12 @@ mod tests {
             "{err}"
         );
 
-        let err = parse("apps:\n  a:\n    bind: [1]\n").unwrap_err();
-        assert_eq!(err.line, 3);
+        let err = parse(
+            "apps:\n  a:\n    app: x:y\n    bind: [1]\n  b:\n    bind: [2]\n    workers: 1\n",
+        )
+        .unwrap_err();
+        // At app b's first line, not where its mapping happens to end.
+        assert_eq!(err.line, 6, "{err}");
         assert!(err.message.contains("missing field `app`"), "{err}");
 
         let err = parse("apps:\n  a:\n    app: x:y\n    bind: [8000]\n  b:\n    app: x:z\n    bind: [\"127.0.0.1:8000\"]\n").unwrap_err();

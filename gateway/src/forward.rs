@@ -40,9 +40,6 @@ const PUMP_CHUNKS: usize = 16;
 /// Body bytes up to this size are copied into the request frame buffer; larger ones are written
 /// from their own buffers.
 const COALESCE_BYTES: usize = 16 * 1024;
-/// Attempts to deliver a request when the connection turns out to be dead on write (the worker
-/// left while the connection sat idle); the request has not reached Python in that case.
-const DELIVERY_ATTEMPTS: usize = 3;
 
 /// What the forwarder knows about the client connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -191,8 +188,9 @@ async fn read_body(mut body: Body, max_body: u64) -> Result<(Vec<Bytes>, u64), G
     Ok((chunks, total))
 }
 
-/// Sends the request on a pooled connection, retrying on another when a write finds the
-/// connection dead (nothing reached Python then).
+/// Sends the request on a pooled connection. A write that finds the connection dead (its worker
+/// left while it sat idle) means nothing reached Python, so another connection is tried, within
+/// the queue timeout and never more often than the pool has connections.
 async fn deliver<'h, H, I>(
     app: &AppState,
     meta: &RequestMeta<'_>,
@@ -203,8 +201,10 @@ where
     H: Fn() -> I,
     I: Iterator<Item = (&'h [u8], &'h [u8])>,
 {
-    for _ in 0..DELIVERY_ATTEMPTS {
-        let mut conn = match timeout(app.config.queue_timeout, app.pool.get()).await {
+    let deadline = Instant::now() + app.config.queue_timeout;
+    let attempts = app.pool.status().max_size + 1;
+    for _ in 0..attempts {
+        let mut conn = match timeout_at(deadline, app.pool.get()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(err)) => {
                 tracing::warn!(app = %app.config.name, "no worker connection: {err}");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use sluice_proto::PREFACE;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
@@ -23,7 +23,7 @@ pub(crate) struct Worker {
     pub(crate) pid: u32,
     pub(crate) socket: PathBuf,
     pub(crate) threads: usize,
-    alive: AtomicBool,
+    pub(crate) alive: AtomicBool,
     conns: AtomicUsize,
 }
 
@@ -110,22 +110,17 @@ impl Drop for WorkerConn {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectError {
-    #[error("connecting to worker {pid}: {source}")]
-    Io { pid: u32, source: std::io::Error },
-}
-
 pub(crate) struct Manager {
     pub(crate) workers: Arc<Workers>,
 }
 
 impl managed::Manager for Manager {
     type Type = WorkerConn;
-    type Error = ConnectError;
+    /// Creating never fails: it waits (bounded by the caller's queue timeout) for a worker.
+    type Error = std::convert::Infallible;
 
     /// Waits until some worker has a free thread; the caller bounds the wait (queue timeout).
-    async fn create(&self) -> Result<WorkerConn, ConnectError> {
+    async fn create(&self) -> Result<WorkerConn, Self::Error> {
         loop {
             let changed = self.workers.changed.notified();
             tokio::pin!(changed);
@@ -149,20 +144,22 @@ impl managed::Manager for Manager {
                             workers: self.workers.clone(),
                         });
                     }
-                    // The worker died between being listed and being dialled: the supervisor
-                    // is about to take it out; try the others.
-                    Err(source) if !guard.worker.as_ref().expect("set").is_alive() => {
+                    // A ready worker's socket refuses only once the process is gone (the
+                    // supervisor has not reaped it yet): take it out of rotation and wait for
+                    // another worker or the replacement instead of failing the request.
+                    Err(source) => {
+                        let worker = guard.worker.as_ref().expect("set");
+                        worker.alive.store(false, Ordering::Release);
                         tracing::debug!(pid, %source, "worker gone while connecting");
                         continue;
                     }
-                    Err(source) => return Err(ConnectError::Io { pid, source }),
                 }
             }
             changed.await;
         }
     }
 
-    async fn recycle(&self, conn: &mut WorkerConn, _: &Metrics) -> RecycleResult<ConnectError> {
+    async fn recycle(&self, conn: &mut WorkerConn, _: &Metrics) -> RecycleResult<Self::Error> {
         if conn.broken || !conn.worker.is_alive() {
             return Err(RecycleError::message("worker connection retired"));
         }
@@ -190,9 +187,19 @@ impl Drop for ReleaseOnDrop<'_> {
     }
 }
 
+/// Connects and exchanges prefaces. Only the worker's echo proves a Python thread took the
+/// connection: connect() alone also succeeds into the backlog of a worker that is dying (the
+/// kernel closes a killed process's sockets one by one), and a request sent there would be lost.
 async fn connect(socket: &std::path::Path) -> std::io::Result<UnixStream> {
     let mut stream = UnixStream::connect(socket).await?;
     stream.write_all(PREFACE).await?;
+    let mut echo = [0u8; PREFACE.len()];
+    stream.read_exact(&mut echo).await?;
+    if &echo != PREFACE {
+        return Err(std::io::Error::other(
+            "worker answered with a different protocol version",
+        ));
+    }
     Ok(stream)
 }
 

@@ -208,9 +208,13 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
         };
         let mut reader = FrameReader::new(stream);
         let exchange = Arc::new(Mutex::new(Exchange::new(FrameWriter::new(write_half))));
+        // The echo tells the gateway a thread has this connection; without it, a connection
+        // still in the backlog of a dying worker would look established (see PROTOCOL.md).
         let preface_ok = py.detach(|| {
             let mut preface = [0u8; PREFACE.len()];
-            reader.read_exact_raw(&mut preface).is_ok() && &preface == PREFACE
+            reader.read_exact_raw(&mut preface).is_ok()
+                && &preface == PREFACE
+                && (&*reader.stream()).write_all(PREFACE).is_ok()
         });
         if !preface_ok {
             continue;

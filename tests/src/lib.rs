@@ -1,0 +1,16 @@
+//! The sluice end-to-end test harness: runs the real `sluice` binary (real workers, real Python
+//! apps, real sockets) and talks raw HTTP/1.1 to it. The tests themselves live in `tests/tests/`.
+
+pub mod harness;
+pub mod http;
+pub mod util;
+
+pub use harness::{
+    apps_dir, python_for_frameworks, sluice_bin, sluice_check, stdlib_python, CheckOutput,
+    ConfigFile, Failure, Sluice, SluiceHandle, DEADLINE, START_DEADLINE,
+};
+pub use http::{get, send, BodyEnd, Conn, Head, Request, Response};
+pub use util::{
+    form_urlencoded, hex, sha256_hex, test_bytes, try_wait_for, wait_for, CookieJar, Hasher,
+    Multipart,
+};

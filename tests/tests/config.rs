@@ -1,0 +1,246 @@
+//! YAML configuration end to end: several apps from one file, relative paths, and
+//! `sluice check` pointing at the exact line of each kind of mistake.
+
+use std::path::{Component, Path};
+
+use sluice_tests::{apps_dir, get, CheckOutput, ConfigFile, Sluice};
+
+/// The YAML-quoted form of a path.
+fn yaml_str(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).unwrap()
+}
+
+#[test]
+fn two_apps_from_one_file_each_answer_as_themselves() {
+    let apps = yaml_str(&apps_dir());
+    let sluice = Sluice::run_config(&format!(
+        "apps:
+  alpha:
+    app: named:alpha
+    chdir: {apps}
+    bind: [\"127.0.0.1:0\"]
+    workers: 1
+    threads: 2
+  beta:
+    app: named:beta
+    chdir: {apps}
+    bind: [\"127.0.0.1:0\"]
+    workers: 2
+    threads: 1
+"
+    ))
+    .start();
+    let (alpha, beta) = (sluice.addr_of("alpha"), sluice.addr_of("beta"));
+    assert_ne!(alpha, beta);
+    for _ in 0..3 {
+        let resp = get(alpha, "/");
+        assert_eq!((resp.status(), resp.text().as_str()), (200, "alpha"));
+        let resp = get(beta, "/anything");
+        assert_eq!((resp.status(), resp.text().as_str()), (200, "beta"));
+    }
+}
+
+#[test]
+fn relative_chdir_resolves_against_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // `../` up to the root from the config's directory, then down to tests/apps.
+    let ups = dir
+        .path()
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count();
+    let rel = format!(
+        "{}{}",
+        "../".repeat(ups),
+        apps_dir().display().to_string().trim_start_matches('/')
+    );
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apps:
+  beta:
+    app: named:beta
+    chdir: {}
+    bind: [\"127.0.0.1:0\"]
+    workers: 1
+    threads: 1
+",
+            serde_json::to_string(&rel).unwrap()
+        ),
+    )
+    .unwrap();
+    // Run from elsewhere, so a path resolved against the cwd would miss.
+    let sluice = Sluice::run_config_file(&path).start();
+    assert_eq!(get(sluice.addr_of("beta"), "/").text(), "beta");
+}
+
+#[test]
+fn check_accepts_a_good_file_and_prints_the_routes() {
+    let config = ConfigFile::new(
+        "python: python3
+apps:
+  alpha:
+    app: named:alpha
+    chdir: /tmp
+    bind: [\"127.0.0.1:18081\", \"127.0.0.1:18083\"]
+    workers: 2
+    threads: 4
+    timeout: 30s
+    max_body: 10MiB
+  beta:
+    app: named:beta
+    bind: [\"127.0.0.1:18082\"]
+",
+    );
+    let out = config.check();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for (app, spec, binds) in [
+        (
+            "alpha",
+            "named:alpha",
+            &["127.0.0.1:18081", "127.0.0.1:18083"][..],
+        ),
+        ("beta", "named:beta", &["127.0.0.1:18082"]),
+    ] {
+        let block = app_block(&out.stdout, app);
+        assert!(block.contains(spec), "{app}: no {spec} in {block:?}");
+        for bind in binds {
+            assert!(block.contains(bind), "{app}: no {bind} in {block:?}");
+        }
+    }
+}
+
+/// The lines of `stdout` from the one starting with `NAME:` up to the next unindented line:
+/// the route table prints each app as a header line followed by its indented details.
+fn app_block(stdout: &str, name: &str) -> String {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{name}:")));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no line starting with {name}: in:\n{stdout}"));
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.starts_with(char::is_whitespace)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `(line, column)` of the first `PATH:LINE:COLUMN` in `stderr`.
+fn position(out: &CheckOutput, path: &Path) -> (u32, u32) {
+    let prefix = format!("{}:", path.display());
+    out.stderr
+        .match_indices(&prefix)
+        .find_map(|(at, _)| {
+            let mut nums = out.stderr[at + prefix.len()..].splitn(3, ':');
+            let line = nums.next()?.parse().ok()?;
+            let col: String = nums
+                .next()?
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            Some((line, col.parse().ok()?))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "stderr does not name {}:LINE:COLUMN:\n{}",
+                path.display(),
+                out.stderr
+            )
+        })
+}
+
+/// Check `yaml`, expect exit 1 with an error at one of `lines`, mentioning every of `mentions`.
+fn check_rejects(yaml: &str, lines: &[u32], mentions: &[&str]) {
+    let config = ConfigFile::new(yaml);
+    let out = config.check();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let (line, col) = position(&out, config.path());
+    assert!(
+        lines.contains(&line),
+        "error reported at line {line}, expected {lines:?}:\n{}",
+        out.stderr
+    );
+    assert!(col >= 1, "column {col}");
+    for m in mentions {
+        assert!(
+            out.stderr.contains(m),
+            "stderr does not mention {m:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn check_rejects_an_unknown_key() {
+    check_rejects(
+        "apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:0\"]
+    wrkers: 2
+",
+        &[5],
+        &["wrkers"],
+    );
+}
+
+#[test]
+fn check_rejects_a_missing_app() {
+    // The error belongs to the `beta` mapping: its key (line 5) or its first entry (line 6).
+    check_rejects(
+        "apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:0\"]
+  beta:
+    bind: [\"127.0.0.1:0\"]
+    workers: 1
+",
+        &[5, 6],
+        &["app"],
+    );
+}
+
+#[test]
+fn check_rejects_a_duplicate_bind() {
+    check_rejects(
+        "apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:18080\"]
+  beta:
+    app: named:beta
+    bind: [\"127.0.0.1:18080\"]
+",
+        &[7],
+        &["127.0.0.1:18080"],
+    );
+}
+
+#[test]
+fn check_rejects_a_yaml_syntax_error() {
+    check_rejects(
+        "apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:0\"]
+    workers: 2: 3
+",
+        &[5],
+        &[],
+    );
+}
+
+#[test]
+fn check_rejects_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.yaml");
+    let out = sluice_tests::sluice_check(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&path.display().to_string()),
+        "{}",
+        out.stderr
+    );
+}
