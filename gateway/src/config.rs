@@ -40,6 +40,13 @@ pub struct AppConfig {
     /// How long a request may wait for a free Python thread before it gets a 503.
     pub queue_timeout: Duration,
     pub max_body: u64,
+    /// Replace a worker after this many requests (plus up to `max_requests_jitter`), if set.
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
+    /// Replace a worker whose resident memory is above this many bytes, if set.
+    pub max_rss: Option<u64>,
+    /// Replace a worker after it has run this long, if set.
+    pub worker_lifetime: Option<Duration>,
 }
 
 /// A configuration error with its place in the file, printed as `FILE:LINE:COLUMN: message`
@@ -98,6 +105,12 @@ struct FileApp {
     queue_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "size")]
     max_body: Option<u64>,
+    max_requests: Option<u64>,
+    max_requests_jitter: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_rss: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    worker_lifetime: Option<Duration>,
 }
 
 /// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`.
@@ -338,6 +351,10 @@ impl Config {
                 graceful_timeout: app.graceful_timeout.unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
                 queue_timeout: app.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT),
                 max_body: app.max_body.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                max_requests: app.max_requests.filter(|&n| n > 0),
+                max_requests_jitter: app.max_requests_jitter.unwrap_or(0),
+                max_rss: app.max_rss.filter(|&n| n > 0),
+                worker_lifetime: app.worker_lifetime.filter(|d| !d.is_zero()),
             });
         }
         Ok(Config {
@@ -352,7 +369,7 @@ impl Config {
         for app in &self.apps {
             let binds: Vec<String> = app.binds.iter().map(|b| b.to_string()).collect();
             out.push_str(&format!(
-                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n",
+                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n  recycling: {recycling}\n",
                 name = app.name,
                 callable = app.app,
                 binds = binds.join(", "),
@@ -364,9 +381,39 @@ impl Config {
                 graceful = humantime::format_duration(app.graceful_timeout),
                 queue = humantime::format_duration(app.queue_timeout),
                 max_body = bytesize::ByteSize(app.max_body).display().iec(),
+                recycling = app.describe_recycling(),
             ));
         }
         out
+    }
+}
+
+impl AppConfig {
+    fn describe_recycling(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_requests {
+            parts.push(format!(
+                "max_requests {n} (+ up to {})",
+                self.max_requests_jitter
+            ));
+        }
+        if let Some(bytes) = self.max_rss {
+            parts.push(format!(
+                "max_rss {}",
+                bytesize::ByteSize(bytes).display().iec()
+            ));
+        }
+        if let Some(age) = self.worker_lifetime {
+            parts.push(format!(
+                "worker_lifetime {}",
+                humantime::format_duration(age)
+            ));
+        }
+        if parts.is_empty() {
+            "off".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -461,6 +508,23 @@ mod tests {
 
         let err = parse("apps:\n  a:\n    app: [x\n").unwrap_err();
         assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn recycling_settings_parse_and_zero_means_off() {
+        let config = parse(
+            "apps:\n  a:\n    app: x:y\n    bind: [1]\n    max_requests: 1000\n    max_requests_jitter: 50\n    max_rss: 512MiB\n    worker_lifetime: 1h\n  b:\n    app: x:z\n    bind: [2]\n    max_requests: 0\n",
+        )
+        .unwrap();
+        let a = &config.apps[0];
+        assert_eq!((a.max_requests, a.max_requests_jitter), (Some(1000), 50));
+        assert_eq!(a.max_rss, Some(512 * 1024 * 1024));
+        assert_eq!(a.worker_lifetime, Some(Duration::from_secs(3600)));
+        let b = &config.apps[1];
+        assert_eq!(
+            (b.max_requests, b.max_rss, b.worker_lifetime),
+            (None, None, None)
+        );
     }
 
     #[test]

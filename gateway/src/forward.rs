@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use deadpool::managed::Object;
+use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::Frame as BodyFrame;
 use http_body_util::BodyExt;
@@ -33,7 +33,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::AppConfig;
 use crate::error::GatewayError;
-use crate::pool::{Manager, Pool, WorkerConn, Workers};
+use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 
 /// How many body chunks (each at most `MAX_CHUNK_BYTES`) a response may run ahead of its client.
 const PUMP_CHUNKS: usize = 16;
@@ -48,9 +48,15 @@ pub(crate) struct ConnInfo {
     pub(crate) local: SocketAddr,
 }
 
+/// What a bind serves now. A reload stores the new app generation here; requests look it up
+/// after their body is read, so a slow upload that began before a reload goes to the new workers.
+pub(crate) type Route = arc_swap::ArcSwap<AppState>;
+
 /// One app as the request path sees it.
 pub(crate) struct AppState {
     pub(crate) config: AppConfig,
+    /// Worker processes wanted now (the configured count, changed by SIGTTIN/SIGTTOU).
+    pub(crate) target_workers: std::sync::atomic::AtomicUsize,
     pub(crate) pool: Pool,
     pub(crate) workers: Arc<Workers>,
 }
@@ -62,6 +68,14 @@ type Conn = Object<Manager>;
 fn retire(mut conn: Conn) {
     conn.broken = true;
     drop(Object::take(conn));
+}
+
+/// Hands a connection whose exchange is complete back to the pool, unless its worker has left
+/// rotation (being replaced or stopped): then closing it is what lets that worker finish.
+fn release(conn: Conn) {
+    if !conn.worker.is_alive() {
+        retire(conn);
+    }
 }
 
 fn next_request_id() -> String {
@@ -76,22 +90,23 @@ fn next_request_id() -> String {
     format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-pub(crate) async fn forward(State(app): State<Arc<AppState>>, request: Request) -> Response {
+pub(crate) async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
     let request_id = next_request_id();
-    match forward_inner(&app, request, &request_id).await {
+    match forward_inner(&route, request, &request_id).await {
         Ok(response) => response,
         Err(err) => {
-            tracing::debug!(app = %app.config.name, request_id = %request_id, "{err}");
+            tracing::debug!(request_id = %request_id, "{err}");
             err.into_response()
         }
     }
 }
 
 async fn forward_inner(
-    app: &AppState,
+    route: &Route,
     request: Request,
     request_id: &str,
 ) -> Result<Response, GatewayError> {
+    let app = route.load_full();
     let (parts, body) = request.into_parts();
     let info = parts
         .extensions
@@ -108,6 +123,8 @@ async fn forward_inner(
     }
     let has_body = declared.is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let (chunks, body_len) = read_body(body, max_body).await?;
+    // The body may have taken a while: serve it with whatever generation of the app is current.
+    let app = route.load_full();
 
     let target = parts
         .uri
@@ -136,15 +153,16 @@ async fn forward_inner(
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
     };
 
-    let mut conn = deliver(app, &meta, headers, &chunks).await?;
+    let (app, mut conn) = deliver(route, app, &meta, headers, &chunks).await?;
     drop(chunks);
+    conn.worker.note_request();
 
     let deadline = Instant::now() + app.config.timeout;
     let head = match timeout_at(deadline, read_frame(&mut conn)).await {
         Err(_) => {
             tracing::error!(app = %app.config.name, request_id, pid = conn.worker.pid,
                 "request ran past the {:?} timeout; killing its worker", app.config.timeout);
-            conn.worker.kill();
+            conn.worker.kill(Kill::DumpThenKill);
             retire(conn);
             return Err(GatewayError::UpstreamTimeout);
         }
@@ -166,7 +184,7 @@ async fn forward_inner(
             return Err(GatewayError::WorkerGone);
         }
     };
-    respond(app, conn, head, request_id)
+    respond(&app, conn, head, request_id)
 }
 
 /// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
@@ -192,28 +210,39 @@ async fn read_body(mut body: Body, max_body: u64) -> Result<(Vec<Bytes>, u64), G
 /// left while it sat idle) means nothing reached Python, so another connection is tried, within
 /// the queue timeout and never more often than the pool has connections.
 async fn deliver<'h, H, I>(
-    app: &AppState,
+    route: &Route,
+    mut app: Arc<AppState>,
     meta: &RequestMeta<'_>,
     headers: H,
     chunks: &[Bytes],
-) -> Result<Conn, GatewayError>
+) -> Result<(Arc<AppState>, Conn), GatewayError>
 where
     H: Fn() -> I,
     I: Iterator<Item = (&'h [u8], &'h [u8])>,
 {
     let deadline = Instant::now() + app.config.queue_timeout;
-    let attempts = app.pool.status().max_size + 1;
-    for _ in 0..attempts {
+    let mut attempts = app.pool.status().max_size + 1;
+    while attempts > 0 {
         let mut conn = match timeout_at(deadline, app.pool.get()).await {
             Ok(Ok(conn)) => conn,
+            // A reload retired this generation between the lookup and now: take the new one.
+            Ok(Err(PoolError::Closed)) => {
+                let current = route.load_full();
+                if Arc::ptr_eq(&current, &app) {
+                    return Err(GatewayError::WorkerGone);
+                }
+                app = current;
+                continue;
+            }
             Ok(Err(err)) => {
                 tracing::warn!(app = %app.config.name, "no worker connection: {err}");
                 return Err(GatewayError::WorkerGone);
             }
             Err(_) => return Err(GatewayError::QueueTimeout),
         };
+        attempts -= 1;
         match write_request(&mut conn, meta, headers(), chunks).await {
-            Ok(()) => return Ok(conn),
+            Ok(()) => return Ok((app, conn)),
             Err(err) => {
                 tracing::debug!(app = %app.config.name, pid = conn.worker.pid, "stale worker connection: {err}");
                 retire(conn);
@@ -317,6 +346,7 @@ fn respond(
                         Body::from(whole.freeze())
                     }
                 };
+                release(conn);
                 return Ok(response);
             }
             Ok(None) => break,
@@ -374,7 +404,7 @@ async fn pump(
                     pid = conn.worker.pid,
                     "response stalled past the {idle:?} timeout; killing its worker"
                 );
-                conn.worker.kill();
+                conn.worker.kill(Kill::DumpThenKill);
                 let _ = tx.send(Err(std::io::Error::other("timeout"))).await;
                 retire(conn);
                 return;
@@ -388,8 +418,10 @@ async fn pump(
                     return;
                 }
             }
-            // The connection is back in step; dropping it returns it to the pool.
-            Frame::ResponseEnd => return,
+            Frame::ResponseEnd => {
+                release(conn);
+                return;
+            }
             Frame::Error(_, message) => {
                 tracing::error!(
                     app,
@@ -398,6 +430,7 @@ async fn pump(
                     String::from_utf8_lossy(&message)
                 );
                 let _ = tx.send(Err(std::io::Error::other("app failed"))).await;
+                release(conn);
                 return;
             }
             other => {

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve one WSGI app given as module:callable.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve the apps of a YAML configuration file.
     Run {
         #[arg(short, long)]
@@ -68,6 +68,19 @@ struct ServeArgs {
     /// Largest request body accepted (e.g. 10MiB); larger ones get 413.
     #[arg(long, default_value = "10MiB", value_parser = config::parse_size)]
     max_body: u64,
+    /// Replace a worker after it has served this many requests (0: never).
+    #[arg(long, default_value_t = 0)]
+    max_requests: u64,
+    /// Add up to this many requests, at random per worker, to max_requests, so workers are not
+    /// all replaced at once.
+    #[arg(long, default_value_t = 0)]
+    max_requests_jitter: u64,
+    /// Replace a worker whose resident memory grows above this (e.g. 512MiB), checked every second.
+    #[arg(long, value_parser = config::parse_size)]
+    max_rss: Option<u64>,
+    /// Replace a worker after it has run this long (e.g. 1h).
+    #[arg(long, value_parser = config::parse_duration)]
+    worker_lifetime: Option<std::time::Duration>,
 }
 
 impl ServeArgs {
@@ -91,6 +104,10 @@ impl ServeArgs {
                 graceful_timeout: self.graceful_timeout,
                 queue_timeout: self.queue_timeout,
                 max_body: self.max_body,
+                max_requests: Some(self.max_requests).filter(|&n| n > 0),
+                max_requests_jitter: self.max_requests_jitter,
+                max_rss: self.max_rss.filter(|&n| n > 0),
+                worker_lifetime: self.worker_lifetime.filter(|d| !d.is_zero()),
             }],
         }
     }

@@ -7,7 +7,7 @@
 //! fewest, never past its thread count, so load spreads across processes by itself.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -17,24 +17,54 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
-/// A ready worker process as the pool sees it.
+/// How a worker is to be ended by its reaper (the only task that may signal or reap it, so a
+/// signal can never reach a recycled pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kill {
+    /// A request ran past its timeout: SIGUSR1 first (faulthandler writes every thread's Python
+    /// traceback to the log, showing where it was stuck), SIGKILL after a short grace.
+    DumpThenKill,
+    /// It would not stop: SIGKILL now.
+    Now,
+}
+
+/// A worker process as the pool sees it.
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) pid: u32,
     pub(crate) socket: PathBuf,
     pub(crate) threads: usize,
+    pub(crate) started: std::time::Instant,
+    /// In rotation: set once it is ready, cleared when it is retired or gone.
     pub(crate) alive: AtomicBool,
     conns: AtomicUsize,
+    served: AtomicU64,
+    /// Requests after which it is replaced (max_requests plus its jitter), if any.
+    retire_after: Option<u64>,
+    /// Signalled when `retire_after` is reached.
+    pub(crate) retire: Notify,
+    kill: tokio::sync::mpsc::UnboundedSender<Kill>,
 }
 
 impl Worker {
-    pub(crate) fn new(pid: u32, socket: PathBuf, threads: usize) -> Worker {
+    pub(crate) fn new(
+        pid: u32,
+        socket: PathBuf,
+        threads: usize,
+        retire_after: Option<u64>,
+        kill: tokio::sync::mpsc::UnboundedSender<Kill>,
+    ) -> Worker {
         Worker {
             pid,
             socket,
             threads,
-            alive: AtomicBool::new(true),
+            started: std::time::Instant::now(),
+            alive: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            retire_after,
+            retire: Notify::new(),
+            kill,
         }
     }
 
@@ -42,12 +72,27 @@ impl Worker {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Ends the process at once (a request ran past its timeout); the supervisor replaces it.
-    pub(crate) fn kill(&self) {
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn retire_after(&self) -> Option<u64> {
+        self.retire_after
+    }
+
+    /// Counts a request handed to this worker; the one that reaches `retire_after` asks the
+    /// supervisor for a replacement.
+    pub(crate) fn note_request(&self) {
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if Some(served) == self.retire_after {
+            self.retire.notify_one();
+        }
+    }
+
+    /// Takes it out of rotation and has its reaper end it; the supervisor replaces it.
+    pub(crate) fn kill(&self, how: Kill) {
         self.alive.store(false, Ordering::Release);
-        // SAFETY: kill(2) with a pid this gateway spawned and has not yet reaped (the supervisor
-        // reaps it only after it exits, and clears `alive` first).
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        let _ = self.kill.send(how);
     }
 }
 
@@ -60,7 +105,9 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
+    /// Puts a ready worker in rotation.
     pub(crate) fn add(&self, worker: Arc<Worker>) {
+        worker.alive.store(true, Ordering::Release);
         self.list
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -68,7 +115,8 @@ impl Workers {
         self.changed.notify_waiters();
     }
 
-    /// Takes a worker out of rotation; its pooled connections are discarded as they come up.
+    /// Takes a worker out of rotation: no new connections go to it, and its pooled ones are
+    /// closed as they come back (see `forward::release`) or come up for reuse.
     pub(crate) fn remove(&self, pid: u32) {
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = list.iter().position(|w| w.pid == pid) {
@@ -211,4 +259,10 @@ pub(crate) fn build(workers: Arc<Workers>, size: usize) -> Pool {
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .expect("a pool with a runtime and no timeouts always builds")
+}
+
+/// Closes the idle connections to workers out of rotation at once, so their threads are free to
+/// finish and the worker can exit, rather than when the pool next happens to reuse them.
+pub(crate) fn prune(pool: &Pool) {
+    drop(pool.retain(|conn, _| !conn.broken && conn.worker.is_alive()));
 }

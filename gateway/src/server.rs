@@ -13,16 +13,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::forward::{forward, AppState, ConnInfo};
+use crate::forward::{forward, ConnInfo, Route};
 
 /// The router of one app; built without a socket so tests could drive it directly.
-pub(crate) fn app_router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(any(forward)).with_state(state)
+pub(crate) fn app_router(route: Arc<Route>) -> Router {
+    Router::new().fallback(any(forward)).with_state(route)
 }
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    app: String,
     router: Router,
     graceful: Arc<GracefulShutdown>,
     shutdown: CancellationToken,
@@ -35,7 +34,7 @@ pub(crate) async fn accept_loop(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually EMFILE: pause briefly rather than spin, then go on accepting.
-                    tracing::warn!(app = %app, "accept failed: {err}");
+                    tracing::warn!(addr = ?local, "accept failed: {err}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -56,10 +55,9 @@ pub(crate) async fn accept_loop(
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        let app = app.clone();
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(app = %app, %peer, "connection ended: {err}");
+                tracing::debug!(%peer, "connection ended: {err}");
             }
         });
     }

@@ -1,38 +1,47 @@
-//! Worker processes: spawning them, waiting for them to be ready, replacing the dead, stopping them.
+//! Worker processes: spawning them, waiting for them to be ready, replacing the dead and the
+//! worn, stopping them.
 //!
 //! Lifecycle of one worker slot:
 //!
 //! ```text
-//!   spawn ──► starting ──Ready──► serving ──exit──► backoff ──► spawn
-//!                │                   │
-//!                ├─Fatal/exit──► (at start-up: the app fails to start, sluice exits non-zero)
-//!                │               (later: logged with the traceback, backoff, spawn)
-//!                └───────────── stop ──► Stop frame ──► exit (SIGKILL after the grace period)
+//!            ┌────────────────────────── backoff ◄── exited (crash, SIGKILL, timeout kill) ──┐
+//!            ▼                                                                               │
+//!   spawn ──► starting ──Ready──► serving ─────────────────────────────────────────────────────┤
+//!                │                   │  max_requests / max_rss / worker_lifetime             │
+//!                │                   ▼                                                       │
+//!                │            start a replacement ──Ready──► replacement serves; the old one │
+//!                │                   │                        leaves rotation, gets Stop,    │
+//!                │                   │ (fails: the old one    finishes what it holds, exits  │
+//!                │                   │  keeps serving, retry later)                          │
+//!                ├── Fatal / exit ──► at start-up: the app fails to start, sluice exits 1    │
+//!                │                    later: logged with the traceback, backoff ─────────────┘
+//!                └── stop (SIGTERM, reload, SIGTTOU) ──► out of rotation ──► Stop ──► exit
+//!                                                        (SIGKILL after graceful_timeout)
 //! ```
 //!
-//! The backoff after a crash doubles from [`BACKOFF_START`] to [`BACKOFF_MAX`]; a worker that
+//! Only a process's reaper task waits on it or signals it, so a signal never reaches a recycled
+//! pid. The backoff after a crash doubles from [`BACKOFF_START`] to [`BACKOFF_MAX`]; a worker that
 //! served for [`STABLE_AFTER`] resets it, so a killed healthy worker comes back at once.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sluice_proto::{decode, encode_control, Frame, Kind};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AppConfig;
 use crate::forward::AppState;
-use crate::pool::{self, Worker, Workers};
+use crate::pool::{self, Kill, Worker, Workers};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -41,6 +50,12 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 const CRASH_LOOP: u32 = 5;
 /// What a worker gets beyond the graceful timeout to exit after `Stop`, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Between SIGUSR1 (traceback dump) and SIGKILL for a worker whose request timed out.
+const DUMP_GRACE: Duration = Duration::from_millis(500);
+/// How often a serving worker is checked against max_rss and worker_lifetime.
+const LIMITS_CHECK: Duration = Duration::from_secs(1);
+/// After a replacement failed to start, how long the worn worker keeps serving before another try.
+const REPLACEMENT_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs in the worker's interpreter: put sluice's module on the path just long enough to import it.
 const BOOTSTRAP: &str = "import sys\n\
@@ -109,25 +124,89 @@ pub(crate) enum StartError {
     Exited { status: String },
 }
 
-/// A running app: its request-path state and its slot tasks.
+/// A running app: its request-path state and its worker slots.
 pub(crate) struct AppHandle {
     pub(crate) state: Arc<AppState>,
-    slots: Vec<JoinHandle<()>>,
+    slots: Mutex<Vec<SlotHandle>>,
+    /// Slots taken away by SIGTTOU, still stopping their worker.
+    leaving: Mutex<Vec<JoinHandle<()>>>,
+    rundir: Arc<RunDir>,
+    index: usize,
+    next_slot: AtomicUsize,
+}
+
+struct SlotHandle {
+    task: JoinHandle<()>,
     stop: CancellationToken,
 }
 
 impl AppHandle {
-    /// Stops every worker (each gets `Stop`, then SIGKILL after the grace period) and waits.
+    /// Stops every worker (each gets `Stop`, then SIGKILL after the graceful timeout) and waits.
     pub(crate) async fn stop(self) {
         self.state.pool.close();
-        self.stop.cancel();
-        for slot in self.slots {
-            let _ = slot.await;
+        let slots = std::mem::take(&mut *lock(&self.slots));
+        for slot in &slots {
+            slot.stop.cancel();
+        }
+        for slot in slots {
+            let _ = slot.task.await;
+        }
+        let leaving = std::mem::take(&mut *lock(&self.leaving));
+        for task in leaving {
+            let _ = task.await;
+        }
+    }
+
+    /// One more worker (SIGTTIN); it joins the rotation when ready.
+    pub(crate) fn add_worker(&self) {
+        let mut slots = lock(&self.slots);
+        let count = slots.len() + 1;
+        self.state.pool.resize(count * self.state.config.threads);
+        self.state.target_workers.store(count, Ordering::Relaxed);
+        slots.push(self.spawn_slot(None));
+        tracing::info!(app = %self.state.config.name, workers = count, "adding a worker");
+    }
+
+    /// One worker fewer (SIGTTOU), never fewer than one; the one removed finishes what it holds.
+    pub(crate) fn remove_worker(&self) {
+        let mut slots = lock(&self.slots);
+        if slots.len() <= 1 {
+            tracing::info!(app = %self.state.config.name, "SIGTTOU: keeping the last worker");
+            return;
+        }
+        let slot = slots.pop().expect("more than one");
+        slot.stop.cancel();
+        lock(&self.leaving).push(slot.task);
+        let count = slots.len();
+        self.state.pool.resize(count * self.state.config.threads);
+        self.state.target_workers.store(count, Ordering::Relaxed);
+        tracing::info!(app = %self.state.config.name, workers = count, "removing a worker");
+    }
+
+    fn spawn_slot(&self, first: Option<oneshot::Sender<Result<(), StartError>>>) -> SlotHandle {
+        let stop = CancellationToken::new();
+        let ctx = SlotContext {
+            state: self.state.clone(),
+            rundir: self.rundir.clone(),
+            tag: format!(
+                "a{}w{}",
+                self.index,
+                self.next_slot.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        SlotHandle {
+            task: tokio::spawn(run_slot(ctx, first, stop.clone())),
+            stop,
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Starts an app's workers and returns once all are ready, or with the first one's start error.
+/// `index` keeps socket names apart between apps and between reload generations.
 pub(crate) async fn start_app(
     config: AppConfig,
     index: usize,
@@ -135,38 +214,37 @@ pub(crate) async fn start_app(
 ) -> Result<AppHandle, StartError> {
     let workers = Arc::new(Workers::default());
     let pool = pool::build(workers.clone(), config.workers * config.threads);
+    let count = config.workers;
     let state = Arc::new(AppState {
+        target_workers: AtomicUsize::new(count),
         config,
         pool,
         workers,
     });
-    let stop = CancellationToken::new();
-    let mut slots = Vec::new();
+    let handle = AppHandle {
+        state,
+        slots: Mutex::new(Vec::new()),
+        leaving: Mutex::new(Vec::new()),
+        rundir,
+        index,
+        next_slot: AtomicUsize::new(0),
+    };
     let mut ready = Vec::new();
-    for slot in 0..state.config.workers {
+    for _ in 0..count {
         let (tx, rx) = oneshot::channel();
         ready.push(rx);
-        let ctx = SlotContext {
-            state: state.clone(),
-            rundir: rundir.clone(),
-            tag: format!("a{index}w{slot}"),
-        };
-        slots.push(tokio::spawn(run_slot(ctx, tx, stop.clone())));
+        let slot = handle.spawn_slot(Some(tx));
+        lock(&handle.slots).push(slot);
     }
-    let handle = AppHandle { state, slots, stop };
     for rx in ready {
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                handle.stop().await;
-                return Err(err);
-            }
-            Err(_) => {
-                handle.stop().await;
-                return Err(StartError::Exited {
-                    status: "unknown".into(),
-                });
-            }
+        let outcome = rx.await.unwrap_or_else(|_| {
+            Err(StartError::Exited {
+                status: "unknown".into(),
+            })
+        });
+        if let Err(err) = outcome {
+            handle.stop().await;
+            return Err(err);
         }
     }
     Ok(handle)
@@ -179,34 +257,47 @@ struct SlotContext {
     tag: String,
 }
 
-struct WorkerProcess {
-    child: Child,
-    pid: u32,
+/// A spawned worker process. Its reaper owns the `Child`.
+struct Process {
+    worker: Arc<Worker>,
     control: UnixStream,
-    socket: PathBuf,
+    exited: watch::Receiver<Option<String>>,
+}
+
+impl Process {
+    /// Waits for the process to end; returns how it ended.
+    async fn exited(&mut self) -> String {
+        wait_exit(&mut self.exited).await
+    }
+}
+
+async fn wait_exit(exited: &mut watch::Receiver<Option<String>>) -> String {
+    match exited.wait_for(Option::is_some).await {
+        Ok(status) => status.clone().unwrap_or_default(),
+        Err(_) => "unknown".into(),
+    }
 }
 
 async fn run_slot(
     ctx: SlotContext,
-    first: oneshot::Sender<Result<(), StartError>>,
+    mut first: Option<oneshot::Sender<Result<(), StartError>>>,
     stop: CancellationToken,
 ) {
-    let mut first = Some(first);
     let name = ctx.state.config.name.clone();
+    let graceful = ctx.state.config.graceful_timeout;
     let mut crashes = 0u32;
     let mut generation = 0u64;
     loop {
         generation += 1;
-        let mut process = match spawn_worker(&ctx, generation) {
-            Ok(process) => process,
-            Err(err) => {
-                match first.take() {
-                    Some(first) => {
-                        let _ = first.send(Err(err));
-                        return;
-                    }
-                    None => tracing::error!(app = %name, "{err}"),
+        let mut current = match start(&ctx, &stop, generation).await {
+            None => return,
+            Some(Ok(process)) => process,
+            Some(Err(err)) => {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(err));
+                    return;
                 }
+                tracing::error!(app = %name, "a replacement worker failed to start: {err}");
                 crashes += 1;
                 if !backoff(&name, crashes, &stop).await {
                     return;
@@ -214,59 +305,121 @@ async fn run_slot(
                 continue;
             }
         };
-        let pid = process.pid;
-        let ready = tokio::select! {
-            ready = wait_ready(&mut process) => ready,
-            _ = stop.cancelled() => {
-                stop_worker(process, Duration::ZERO).await;
-                return;
+        ctx.state.workers.add(current.worker.clone());
+        if let Some(first) = first.take() {
+            let _ = first.send(Ok(()));
+        }
+
+        // Serving: until the worker exits, the slot is stopped, or it is worn out.
+        let mut limits = tokio::time::interval(LIMITS_CHECK);
+        limits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hold_replacement_until: Option<Instant> = None;
+        let status = loop {
+            let worker = current.worker.clone();
+            let mut exited = current.exited.clone();
+            let reason = tokio::select! {
+                status = wait_exit(&mut exited) => break status,
+                _ = stop.cancelled() => {
+                    stop_process(current, ctx.state.clone(), graceful).await;
+                    return;
+                }
+                _ = worker.retire.notified() => "max_requests",
+                _ = limits.tick() => match worn_out(&worker, &ctx.state.config) {
+                    Some(reason) => reason,
+                    None => continue,
+                },
+            };
+            if hold_replacement_until.is_some_and(|until| Instant::now() < until) {
+                continue;
+            }
+            tracing::info!(app = %name, pid = worker.pid, served = worker.served(), reason, "replacing worker");
+            generation += 1;
+            match start(&ctx, &stop, generation).await {
+                None => {
+                    stop_process(current, ctx.state.clone(), Duration::ZERO).await;
+                    return;
+                }
+                Some(Err(err)) => {
+                    tracing::error!(app = %name, pid = worker.pid,
+                        "its replacement failed to start, so it keeps serving: {err}");
+                    hold_replacement_until = Some(Instant::now() + REPLACEMENT_RETRY);
+                }
+                Some(Ok(next)) => {
+                    // The replacement is ready before the old one leaves rotation.
+                    ctx.state.workers.add(next.worker.clone());
+                    let old = std::mem::replace(&mut current, next);
+                    tokio::spawn(stop_process(old, ctx.state.clone(), graceful));
+                    limits.reset();
+                }
             }
         };
-        match ready {
-            Ok(python) => {
-                let worker = Arc::new(Worker::new(
-                    pid,
-                    process.socket.clone(),
-                    ctx.state.config.threads,
-                ));
-                ctx.state.workers.add(worker);
-                tracing::info!(app = %name, pid, python = %python, threads = ctx.state.config.threads, "worker ready");
-                if let Some(first) = first.take() {
-                    let _ = first.send(Ok(()));
-                }
-                let since = Instant::now();
-                tokio::select! {
-                    status = process.child.wait() => {
-                        ctx.state.workers.remove(pid);
-                        let _ = std::fs::remove_file(&process.socket);
-                        tracing::warn!(app = %name, pid, "worker exited ({}); starting a replacement", describe(status));
-                        crashes = if since.elapsed() >= STABLE_AFTER { 0 } else { crashes + 1 };
-                    }
-                    _ = stop.cancelled() => {
-                        ctx.state.workers.remove(pid);
-                        stop_worker(process, ctx.state.config.graceful_timeout).await;
-                        return;
-                    }
-                }
-            }
-            Err(err) => {
-                let _ = std::fs::remove_file(&process.socket);
-                match first.take() {
-                    Some(first) => {
-                        let _ = first.send(Err(err));
-                        return;
-                    }
-                    None => {
-                        tracing::error!(app = %name, pid, "replacement worker failed to start: {err}")
-                    }
-                }
-                crashes += 1;
-            }
-        }
+        let lived = current.worker.started.elapsed();
+        tracing::warn!(app = %name, pid = current.worker.pid, "worker exited ({status}); starting a replacement");
+        crashes = if lived >= STABLE_AFTER {
+            0
+        } else {
+            crashes + 1
+        };
         if crashes > 0 && !backoff(&name, crashes, &stop).await {
             return;
         }
     }
+}
+
+/// Which recycling limit a serving worker has reached, if any.
+fn worn_out(worker: &Worker, config: &AppConfig) -> Option<&'static str> {
+    if worker
+        .retire_after()
+        .is_some_and(|limit| worker.served() >= limit)
+    {
+        return Some("max_requests");
+    }
+    if config
+        .worker_lifetime
+        .is_some_and(|age| worker.started.elapsed() >= age)
+    {
+        return Some("worker_lifetime");
+    }
+    if let Some(max) = config.max_rss {
+        if rss_bytes(worker.pid).is_some_and(|rss| rss > max) {
+            return Some("max_rss");
+        }
+    }
+    None
+}
+
+/// Resident memory of a process, from /proc (Linux).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Spawns a worker and waits until it is ready. `None`: the slot was stopped meanwhile.
+async fn start(
+    ctx: &SlotContext,
+    stop: &CancellationToken,
+    generation: u64,
+) -> Option<Result<Process, StartError>> {
+    let mut process = match spawn_process(ctx, generation) {
+        Ok(process) => process,
+        Err(err) => return Some(Err(err)),
+    };
+    let ready = tokio::select! {
+        ready = wait_ready(&mut process) => ready,
+        _ = stop.cancelled() => {
+            process.worker.kill(Kill::Now);
+            process.exited().await;
+            return None;
+        }
+    };
+    Some(ready.map(|python| {
+        tracing::info!(app = %ctx.state.config.name, pid = process.worker.pid, python = %python,
+            threads = ctx.state.config.threads, "worker ready");
+        process
+    }))
 }
 
 /// Sleeps the backoff for `crashes` crashes in a row; false if stopped meanwhile.
@@ -295,7 +448,18 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-fn spawn_worker(ctx: &SlotContext, generation: u64) -> Result<WorkerProcess, StartError> {
+/// A pseudo-random number in `0..=max` for max_requests_jitter (no crate for one number).
+fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(max);
+    hasher.finish() % (max + 1)
+}
+
+fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartError> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let config = &ctx.state.config;
     let socket = ctx.rundir.path().join(format!(
@@ -308,7 +472,7 @@ fn spawn_worker(ctx: &SlotContext, generation: u64) -> Result<WorkerProcess, Sta
         "app": config.app,
         "socket": socket,
         "threads": config.threads,
-        "workers": config.workers,
+        "workers": ctx.state.target_workers.load(Ordering::Relaxed),
         "chdir": config.chdir,
         "graceful_timeout_ms": config.graceful_timeout.as_millis() as u64,
     });
@@ -358,14 +522,63 @@ fn spawn_worker(ctx: &SlotContext, generation: u64) -> Result<WorkerProcess, Sta
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(log_lines(stderr, name, pid, "stderr"));
     }
+    let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+    let retire_after = config
+        .max_requests
+        .map(|n| n + jitter(config.max_requests_jitter));
+    let worker = Arc::new(Worker::new(
+        pid,
+        socket,
+        config.threads,
+        retire_after,
+        kill_tx,
+    ));
+    let (exit_tx, exit_rx) = watch::channel(None);
+    tokio::spawn(reap(
+        child,
+        worker.clone(),
+        ctx.state.clone(),
+        kill_rx,
+        exit_tx,
+    ));
     ours.set_nonblocking(true).map_err(spawn_error)?;
     let control = UnixStream::from_std(ours).map_err(spawn_error)?;
-    Ok(WorkerProcess {
-        child,
-        pid,
+    Ok(Process {
+        worker,
         control,
-        socket,
+        exited: exit_rx,
     })
+}
+
+/// Owns the child: waits for it, signals it when asked, and takes it out of rotation once it is
+/// gone.
+async fn reap(
+    mut child: Child,
+    worker: Arc<Worker>,
+    state: Arc<AppState>,
+    mut kill: mpsc::UnboundedReceiver<Kill>,
+    exited: watch::Sender<Option<String>>,
+) {
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(how) = kill.recv() => {
+                if how == Kill::DumpThenKill {
+                    // SAFETY: kill(2) on our child, which only this task reaps and has not yet,
+                    // so the pid cannot belong to anything else.
+                    unsafe { libc::kill(worker.pid as libc::pid_t, libc::SIGUSR1) };
+                    if let Ok(status) = tokio::time::timeout(DUMP_GRACE, child.wait()).await {
+                        break status;
+                    }
+                }
+                let _ = child.start_kill();
+            }
+        }
+    };
+    state.workers.remove(worker.pid);
+    pool::prune(&state.pool);
+    let _ = std::fs::remove_file(&worker.socket);
+    let _ = exited.send(Some(describe(status)));
 }
 
 /// Every line the app prints goes to sluice's log, tagged with the app and the worker.
@@ -391,7 +604,7 @@ async fn log_lines(
 }
 
 /// Waits for `Ready` (returns the Python version) or the reason there will be none.
-async fn wait_ready(process: &mut WorkerProcess) -> Result<String, StartError> {
+async fn wait_ready(process: &mut Process) -> Result<String, StartError> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         match decode(&mut buf) {
@@ -401,7 +614,7 @@ async fn wait_ready(process: &mut WorkerProcess) -> Result<String, StartError> {
             }
             Ok(Some(Frame::Fatal(payload))) => {
                 let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                let _ = process.child.wait().await;
+                process.exited().await;
                 return Err(StartError::Fatal {
                     error: info["error"]
                         .as_str()
@@ -413,7 +626,8 @@ async fn wait_ready(process: &mut WorkerProcess) -> Result<String, StartError> {
             Ok(Some(_)) => continue,
             Ok(None) => {}
             Err(err) => {
-                let _ = process.child.start_kill();
+                process.worker.kill(Kill::Now);
+                process.exited().await;
                 return Err(StartError::Fatal {
                     error: format!("bad control frame from the worker: {err}"),
                     traceback: String::new(),
@@ -423,26 +637,28 @@ async fn wait_ready(process: &mut WorkerProcess) -> Result<String, StartError> {
         match process.control.read_buf(&mut buf).await {
             Ok(n) if n > 0 => continue,
             _ => {
-                let status = process.child.wait().await;
-                return Err(StartError::Exited {
-                    status: describe(status),
-                });
+                let status = process.exited().await;
+                return Err(StartError::Exited { status });
             }
         }
     }
 }
 
-/// `Stop`, then up to `graceful` + [`STOP_GRACE`] for in-flight requests, then SIGKILL.
-async fn stop_worker(mut process: WorkerProcess, graceful: Duration) {
+/// Out of rotation, `Stop`, then up to `graceful` + [`STOP_GRACE`] for the requests it holds,
+/// then SIGKILL.
+async fn stop_process(mut process: Process, state: Arc<AppState>, graceful: Duration) {
+    let pid = process.worker.pid;
+    state.workers.remove(pid);
+    pool::prune(&state.pool);
     let mut frame = BytesMut::new();
     encode_control(&mut frame, Kind::Stop, b"");
     let _ = process.control.write_all(&frame).await;
-    if tokio::time::timeout(graceful + STOP_GRACE, process.child.wait())
+    if tokio::time::timeout(graceful + STOP_GRACE, process.exited())
         .await
         .is_err()
     {
-        tracing::warn!(pid = process.pid, "worker did not stop in time; killing it");
-        let _ = process.child.kill().await;
+        tracing::warn!(app = %state.config.name, pid, "worker did not stop in time; killing it");
+        process.worker.kill(Kill::Now);
+        process.exited().await;
     }
-    let _ = std::fs::remove_file(&process.socket);
 }

@@ -65,6 +65,18 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
             )
         }
     };
+    // On SIGUSR1 (sent when a request runs past its timeout, just before SIGKILL) every thread's
+    // Python traceback goes to stderr, so the log shows where the request was stuck. A C-level
+    // handler: it works while every thread is busy or blocked.
+    if let Err(err) = py.import("faulthandler").and_then(|faulthandler| {
+        let sigusr1 = py.import("signal")?.getattr("SIGUSR1")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        faulthandler.call_method("register", (sigusr1,), Some(&kwargs))?;
+        Ok(())
+    }) {
+        eprintln!("sluice: cannot register the timeout traceback dump: {err}");
+    }
     let callable = match load_callable(py, &config.app, config.chdir.as_deref()) {
         Ok(callable) => callable,
         Err(traceback) => {
@@ -214,7 +226,7 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
             let mut preface = [0u8; PREFACE.len()];
             reader.read_exact_raw(&mut preface).is_ok()
                 && &preface == PREFACE
-                && (&*reader.stream()).write_all(PREFACE).is_ok()
+                && reader.stream().write_all(PREFACE).is_ok()
         });
         if !preface_ok {
             continue;

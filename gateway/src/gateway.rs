@@ -1,0 +1,305 @@
+//! The running gateway: its binds, the current generation of its apps, and what each signal does.
+//!
+//! A bind owns its listener and accept loop and serves whatever app its [`Route`] names now. A
+//! reload starts a whole new generation of apps beside the old one; only when every new worker
+//! is ready are the routes switched, binds opened and closed, and the old generation drained
+//! (its workers finish the requests they hold, then exit). If the new file is invalid or an app
+//! fails to start, nothing is switched and the old generation goes on serving.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::forward::Route;
+use crate::server;
+use crate::shutdown::{Signal, Signals, Stop};
+use crate::supervisor::{self, AppHandle, RunDir, StartError};
+
+/// Which configured bind a listener belongs to, across reloads. A port-0 bind is a fresh port
+/// each time it is opened, so it is kept per app: reloading does not move it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    configured: SocketAddr,
+    app: Option<String>,
+}
+
+impl BindKey {
+    fn new(configured: SocketAddr, app: &str) -> BindKey {
+        BindKey {
+            configured,
+            app: (configured.port() == 0).then(|| app.to_owned()),
+        }
+    }
+}
+
+struct Bind {
+    key: BindKey,
+    route: Arc<Route>,
+    accepting: CancellationToken,
+    accept_loop: JoinHandle<()>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+impl Bind {
+    fn open(key: BindKey, listener: TcpListener, app: &AppHandle) -> anyhow::Result<Bind> {
+        let addr = listener.local_addr()?;
+        let route = Arc::new(Route::new(app.state.clone()));
+        let accepting = CancellationToken::new();
+        let graceful = Arc::new(GracefulShutdown::new());
+        let accept_loop = tokio::spawn(server::accept_loop(
+            listener,
+            server::app_router(route.clone()),
+            graceful.clone(),
+            accepting.clone(),
+        ));
+        tracing::info!(app = %app.state.config.name, addr = %addr, "listening");
+        Ok(Bind {
+            key,
+            route,
+            accepting,
+            accept_loop,
+            graceful,
+        })
+    }
+
+    /// Stops accepting, then gives open connections up to `wait` to finish their requests.
+    async fn close(self, wait: Duration) {
+        self.accepting.cancel();
+        let _ = self.accept_loop.await;
+        if let Ok(graceful) = Arc::try_unwrap(self.graceful) {
+            let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
+        }
+    }
+}
+
+struct Gateway {
+    config: Config,
+    rundir: Arc<RunDir>,
+    apps: Vec<AppHandle>,
+    binds: Vec<Bind>,
+    /// Old generations and closed binds still draining.
+    draining: JoinSet<()>,
+    /// Numbers each app of each generation, keeping their socket names apart.
+    next_app_index: usize,
+}
+
+/// Serves `config` until a stop signal; returns once every worker has stopped.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let rundir = Arc::new(RunDir::prepare()?);
+    let mut gateway = tokio::select! {
+        gateway = Gateway::start(config, rundir) => gateway?,
+        _ = wait_for_stop(&mut signals) => anyhow::bail!("stopped by a signal during start-up"),
+    };
+    loop {
+        match signals.next().await {
+            Signal::Reload => gateway.reload().await,
+            Signal::MoreWorkers => gateway.apps.iter().for_each(AppHandle::add_worker),
+            Signal::FewerWorkers => gateway.apps.iter().for_each(AppHandle::remove_worker),
+            Signal::Stop(how) => {
+                gateway.stop(how).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn wait_for_stop(signals: &mut Signals) {
+    while !matches!(signals.next().await, Signal::Stop(_)) {}
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Starts every app of `config` at once; all ready, or none kept.
+async fn start_apps(
+    config: &Config,
+    first_index: usize,
+    rundir: &Arc<RunDir>,
+) -> Result<Vec<AppHandle>, (String, StartError)> {
+    let tasks: Vec<_> = config
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let (app, rundir) = (app.clone(), rundir.clone());
+            tokio::spawn(supervisor::start_app(app, first_index + i, rundir))
+        })
+        .collect();
+    let mut started = Vec::new();
+    let mut failure = None;
+    for (app, task) in config.apps.iter().zip(tasks) {
+        match task.await.expect("start-up task panicked") {
+            Ok(handle) => started.push(handle),
+            Err(err) => failure = failure.or(Some((app.name.clone(), err))),
+        }
+    }
+    match failure {
+        None => Ok(started),
+        Some(failure) => {
+            for app in started {
+                app.stop().await;
+            }
+            Err(failure)
+        }
+    }
+}
+
+impl Gateway {
+    async fn start(config: Config, rundir: Arc<RunDir>) -> anyhow::Result<Gateway> {
+        // Bind first: a taken port fails in milliseconds, before any Python starts.
+        let mut listeners = Vec::new();
+        for app in &config.apps {
+            for addr in &app.binds {
+                let listener = bind(*addr)
+                    .with_context(|| format!("app {}: cannot listen on {addr}", app.name))?;
+                listeners.push((BindKey::new(*addr, &app.name), listener));
+            }
+        }
+        let apps = start_apps(&config, 0, &rundir)
+            .await
+            .map_err(|(name, err)| anyhow::anyhow!("app {name} failed to start: {err}"))?;
+        let mut gateway = Gateway {
+            next_app_index: config.apps.len(),
+            config,
+            rundir,
+            apps,
+            binds: Vec::new(),
+            draining: JoinSet::new(),
+        };
+        let mut listeners = listeners.into_iter();
+        for (index, app) in gateway.config.apps.iter().enumerate() {
+            for (key, listener) in listeners.by_ref().take(app.binds.len()) {
+                gateway
+                    .binds
+                    .push(Bind::open(key, listener, &gateway.apps[index])?);
+            }
+        }
+        Ok(gateway)
+    }
+
+    /// SIGHUP: a new generation of every app, switched to only when all of it is ready.
+    async fn reload(&mut self) {
+        let config = match &self.config.source {
+            Some(path) => match Config::load(path) {
+                Ok(config) => config,
+                Err(err) => {
+                    tracing::error!("reload: the configuration is invalid, so the running workers go on serving:\n{err}");
+                    return;
+                }
+            },
+            // `sluice serve`: the same settings, new workers (new code).
+            None => self.config.clone(),
+        };
+        tracing::info!("reload: starting new workers");
+
+        let mut new_listeners = Vec::new();
+        for app in &config.apps {
+            for addr in &app.binds {
+                let key = BindKey::new(*addr, &app.name);
+                if self.binds.iter().any(|b| b.key == key) {
+                    continue;
+                }
+                match bind(*addr) {
+                    Ok(listener) => new_listeners.push((key, listener)),
+                    Err(err) => {
+                        tracing::error!(app = %app.name, "reload: cannot listen on {addr} ({err}), so the running workers go on serving");
+                        return;
+                    }
+                }
+            }
+        }
+        let apps = match start_apps(&config, self.next_app_index, &self.rundir).await {
+            Ok(apps) => apps,
+            Err((name, err)) => {
+                tracing::error!(app = %name, "reload: the app failed to start, so the running workers go on serving:\n{err}");
+                return;
+            }
+        };
+        self.next_app_index += config.apps.len();
+
+        // Switch every bind of the new configuration to its new app generation.
+        let mut keep = HashSet::new();
+        for (index, app) in config.apps.iter().enumerate() {
+            for addr in &app.binds {
+                let key = BindKey::new(*addr, &app.name);
+                keep.insert(key.clone());
+                if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
+                    bind.route.store(apps[index].state.clone());
+                } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
+                    let (key, listener) = new_listeners.swap_remove(at);
+                    match Bind::open(key, listener, &apps[index]) {
+                        Ok(bind) => self.binds.push(bind),
+                        Err(err) => {
+                            tracing::error!(app = %app.name, "reload: cannot open {addr}: {err}")
+                        }
+                    }
+                }
+            }
+        }
+        let (kept, removed): (Vec<Bind>, Vec<Bind>) = std::mem::take(&mut self.binds)
+            .into_iter()
+            .partition(|b| keep.contains(&b.key));
+        self.binds = kept;
+        let old_apps = std::mem::replace(&mut self.apps, apps);
+        let wait = old_apps
+            .iter()
+            .map(|a| a.state.config.graceful_timeout)
+            .max()
+            .unwrap_or_default();
+        for bind in removed {
+            tracing::info!(addr = %bind.key.configured, "reload: no longer listening");
+            self.draining.spawn(bind.close(wait));
+        }
+        for app in old_apps {
+            self.draining.spawn(app.stop());
+        }
+        self.config = config;
+        tracing::info!("reload: done; the previous workers are finishing their requests");
+    }
+
+    async fn stop(mut self, how: Stop) {
+        tracing::info!("stopping ({how:?})");
+        let wait = match how {
+            Stop::Graceful => self
+                .apps
+                .iter()
+                .map(|a| a.state.config.graceful_timeout)
+                .max()
+                .unwrap_or_default(),
+            Stop::Immediate => Duration::ZERO,
+        };
+        // Stop accepting everywhere first (new connections are refused), then drain.
+        for bind in &self.binds {
+            bind.accepting.cancel();
+        }
+        let mut closing = JoinSet::new();
+        for bind in self.binds.drain(..) {
+            closing.spawn(bind.close(wait));
+        }
+        while closing.join_next().await.is_some() {}
+        for app in self.apps.drain(..) {
+            app.stop().await;
+        }
+        if how == Stop::Immediate {
+            self.draining.abort_all();
+        }
+        while self.draining.join_next().await.is_some() {}
+        tracing::info!("stopped");
+    }
+}
