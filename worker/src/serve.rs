@@ -214,7 +214,7 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
             let mut preface = [0u8; PREFACE.len()];
             reader.read_exact_raw(&mut preface).is_ok()
                 && &preface == PREFACE
-                && (&*reader.stream()).write_all(PREFACE).is_ok()
+                && reader.stream().write_all(PREFACE).is_ok()
         });
         if !preface_ok {
             continue;
