@@ -57,8 +57,17 @@ pub(crate) struct AppState {
     pub(crate) config: AppConfig,
     /// Worker processes wanted now (the configured count, changed by SIGTTIN/SIGTTOU).
     pub(crate) target_workers: std::sync::atomic::AtomicUsize,
+    /// The grace a stopping worker gets: graceful_timeout, or what is left of the gateway's
+    /// shutdown deadline.
+    pub(crate) stop_grace_ms: std::sync::atomic::AtomicU64,
     pub(crate) pool: Pool,
     pub(crate) workers: Arc<Workers>,
+}
+
+impl AppState {
+    pub(crate) fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms.load(Ordering::Relaxed))
+    }
 }
 
 type Conn = Object<Manager>;

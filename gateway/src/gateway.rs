@@ -24,18 +24,19 @@ use crate::shutdown::{Signal, Signals, Stop};
 use crate::supervisor::{self, AppHandle, RunDir, StartError};
 
 /// Which configured bind a listener belongs to, across reloads. A port-0 bind is a fresh port
-/// each time it is opened, so it is kept per app: reloading does not move it.
+/// each time it is opened, so it is kept per app and position in the app's list: reloading
+/// does not move it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BindKey {
     configured: SocketAddr,
-    app: Option<String>,
+    app: Option<(String, usize)>,
 }
 
 impl BindKey {
-    fn new(configured: SocketAddr, app: &str) -> BindKey {
+    fn new(configured: SocketAddr, app: &str, position: usize) -> BindKey {
         BindKey {
             configured,
-            app: (configured.port() == 0).then(|| app.to_owned()),
+            app: (configured.port() == 0).then(|| (app.to_owned(), position)),
         }
     }
 }
@@ -153,7 +154,7 @@ async fn start_apps(
         None => Ok(started),
         Some(failure) => {
             for app in started {
-                app.stop().await;
+                app.stop(Duration::ZERO).await;
             }
             Err(failure)
         }
@@ -165,10 +166,10 @@ impl Gateway {
         // Bind first: a taken port fails in milliseconds, before any Python starts.
         let mut listeners = Vec::new();
         for app in &config.apps {
-            for addr in &app.binds {
+            for (position, addr) in app.binds.iter().enumerate() {
                 let listener = bind(*addr)
                     .with_context(|| format!("app {}: cannot listen on {addr}", app.name))?;
-                listeners.push((BindKey::new(*addr, &app.name), listener));
+                listeners.push((BindKey::new(*addr, &app.name, position), listener));
             }
         }
         let apps = start_apps(&config, 0, &rundir)
@@ -210,8 +211,8 @@ impl Gateway {
 
         let mut new_listeners = Vec::new();
         for app in &config.apps {
-            for addr in &app.binds {
-                let key = BindKey::new(*addr, &app.name);
+            for (position, addr) in app.binds.iter().enumerate() {
+                let key = BindKey::new(*addr, &app.name, position);
                 if self.binds.iter().any(|b| b.key == key) {
                     continue;
                 }
@@ -236,8 +237,8 @@ impl Gateway {
         // Switch every bind of the new configuration to its new app generation.
         let mut keep = HashSet::new();
         for (index, app) in config.apps.iter().enumerate() {
-            for addr in &app.binds {
-                let key = BindKey::new(*addr, &app.name);
+            for (position, addr) in app.binds.iter().enumerate() {
+                let key = BindKey::new(*addr, &app.name, position);
                 keep.insert(key.clone());
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
                     bind.route.store(apps[index].state.clone());
@@ -267,12 +268,15 @@ impl Gateway {
             self.draining.spawn(bind.close(wait));
         }
         for app in old_apps {
-            self.draining.spawn(app.stop());
+            let grace = app.state.config.graceful_timeout;
+            self.draining.spawn(app.stop(grace));
         }
         self.config = config;
         tracing::info!("reload: done; the previous workers are finishing their requests");
     }
 
+    /// One deadline for the whole stop: open connections get until then to finish their
+    /// requests, and the workers get what is left of it.
     async fn stop(mut self, how: Stop) {
         tracing::info!("stopping ({how:?})");
         let wait = match how {
@@ -284,6 +288,7 @@ impl Gateway {
                 .unwrap_or_default(),
             Stop::Immediate => Duration::ZERO,
         };
+        let deadline = tokio::time::Instant::now() + wait;
         // Stop accepting everywhere first (new connections are refused), then drain.
         for bind in &self.binds {
             bind.accepting.cancel();
@@ -293,9 +298,12 @@ impl Gateway {
             closing.spawn(bind.close(wait));
         }
         while closing.join_next().await.is_some() {}
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut stopping = JoinSet::new();
         for app in self.apps.drain(..) {
-            app.stop().await;
+            stopping.spawn(app.stop(left));
         }
+        while stopping.join_next().await.is_some() {}
         if how == Stop::Immediate {
             self.draining.abort_all();
         }

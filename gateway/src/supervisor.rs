@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sluice_proto::{decode, encode_control, Frame, Kind};
+use sluice_proto::{decode, encode_stop, Frame};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -141,8 +141,12 @@ struct SlotHandle {
 }
 
 impl AppHandle {
-    /// Stops every worker (each gets `Stop`, then SIGKILL after the graceful timeout) and waits.
-    pub(crate) async fn stop(self) {
+    /// Stops every worker: each gets `Stop` with `grace` to finish what it holds (then SIGKILL),
+    /// and this waits for all of them.
+    pub(crate) async fn stop(self, grace: Duration) {
+        self.state
+            .stop_grace_ms
+            .store(millis(grace), Ordering::Relaxed);
         self.state.pool.close();
         let slots = std::mem::take(&mut *lock(&self.slots));
         for slot in &slots {
@@ -201,6 +205,10 @@ impl AppHandle {
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -217,6 +225,7 @@ pub(crate) async fn start_app(
     let count = config.workers;
     let state = Arc::new(AppState {
         target_workers: AtomicUsize::new(count),
+        stop_grace_ms: AtomicU64::new(millis(config.graceful_timeout)),
         config,
         pool,
         workers,
@@ -243,7 +252,7 @@ pub(crate) async fn start_app(
             })
         });
         if let Err(err) = outcome {
-            handle.stop().await;
+            handle.stop(Duration::ZERO).await;
             return Err(err);
         }
     }
@@ -320,7 +329,7 @@ async fn run_slot(
             let reason = tokio::select! {
                 status = wait_exit(&mut exited) => break status,
                 _ = stop.cancelled() => {
-                    stop_process(current, ctx.state.clone(), graceful).await;
+                    stop_process(current, ctx.state.clone(), ctx.state.stop_grace()).await;
                     return;
                 }
                 _ = worker.retire.notified() => "max_requests",
@@ -336,7 +345,7 @@ async fn run_slot(
             generation += 1;
             match start(&ctx, &stop, generation).await {
                 None => {
-                    stop_process(current, ctx.state.clone(), Duration::ZERO).await;
+                    stop_process(current, ctx.state.clone(), ctx.state.stop_grace()).await;
                     return;
                 }
                 Some(Err(err)) => {
@@ -474,7 +483,6 @@ fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartErr
         "threads": config.threads,
         "workers": ctx.state.target_workers.load(Ordering::Relaxed),
         "chdir": config.chdir,
-        "graceful_timeout_ms": config.graceful_timeout.as_millis() as u64,
     });
     let spawn_error = |source| StartError::Spawn {
         python: config.python.display().to_string(),
@@ -644,16 +652,19 @@ async fn wait_ready(process: &mut Process) -> Result<String, StartError> {
     }
 }
 
-/// Out of rotation, `Stop`, then up to `graceful` + [`STOP_GRACE`] for the requests it holds,
-/// then SIGKILL.
-async fn stop_process(mut process: Process, state: Arc<AppState>, graceful: Duration) {
+/// Out of rotation, `Stop` with `grace` for the requests it holds, then (after [`STOP_GRACE`]
+/// more, for the process to exit) SIGKILL.
+async fn stop_process(mut process: Process, state: Arc<AppState>, grace: Duration) {
     let pid = process.worker.pid;
     state.workers.remove(pid);
     pool::prune(&state.pool);
     let mut frame = BytesMut::new();
-    encode_control(&mut frame, Kind::Stop, b"");
+    encode_stop(
+        &mut frame,
+        u32::try_from(grace.as_millis()).unwrap_or(u32::MAX),
+    );
     let _ = process.control.write_all(&frame).await;
-    if tokio::time::timeout(graceful + STOP_GRACE, process.exited())
+    if tokio::time::timeout(grace + STOP_GRACE, process.exited())
         .await
         .is_err()
     {

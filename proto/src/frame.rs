@@ -84,7 +84,8 @@ pub enum Frame {
     Ready(Bytes),
     /// JSON with the Python traceback, see PROTOCOL.md.
     Fatal(Bytes),
-    Stop,
+    /// Finish what you hold within this many milliseconds, then exit.
+    Stop(u32),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,7 +138,10 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
         }
         Kind::Ready => Frame::Ready(payload),
         Kind::Fatal => Frame::Fatal(payload),
-        Kind::Stop => Frame::Stop,
+        Kind::Stop => match payload[..] {
+            [a, b, c, d] => Frame::Stop(u32::from_be_bytes([a, b, c, d])),
+            _ => return Err(ProtoError::Malformed(kind, "stop takes a 4-byte grace")),
+        },
     };
     Ok(Some(frame))
 }
@@ -190,12 +194,18 @@ pub fn encode_error(dst: &mut BytesMut, kind: AppErrorKind, message: &[u8]) {
     finish(dst, start);
 }
 
-/// `Ready`, `Fatal` (JSON payloads) and `Stop` (empty).
+/// `Ready` and `Fatal`, whose payloads are JSON.
 pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
-    debug_assert!(matches!(kind, Kind::Ready | Kind::Fatal | Kind::Stop));
+    debug_assert!(matches!(kind, Kind::Ready | Kind::Fatal));
     let payload = &payload[..payload.len().min(MAX_FRAME_BYTES)];
     dst.put_slice(&frame_header(kind, payload.len()));
     dst.put_slice(payload);
+}
+
+/// `Stop`: the worker finishes what it holds within `grace_ms`, then exits.
+pub fn encode_stop(dst: &mut BytesMut, grace_ms: u32) {
+    dst.put_slice(&frame_header(Kind::Stop, 4));
+    dst.put_u32(grace_ms);
 }
 
 #[cfg(test)]
@@ -220,7 +230,7 @@ mod tests {
         encode_end(&mut buf);
         encode_error(&mut buf, AppErrorKind::BadResponse, b"bad header");
         encode_control(&mut buf, Kind::Ready, br#"{"pid":1}"#);
-        encode_control(&mut buf, Kind::Stop, b"");
+        encode_stop(&mut buf, 1500);
         assert_eq!(
             decode_all(buf),
             vec![
@@ -229,7 +239,7 @@ mod tests {
                 Frame::ResponseEnd,
                 Frame::Error(AppErrorKind::BadResponse, Bytes::from_static(b"bad header")),
                 Frame::Ready(Bytes::from_static(br#"{"pid":1}"#)),
-                Frame::Stop,
+                Frame::Stop(1500),
             ]
         );
     }

@@ -152,6 +152,44 @@ fn has_exited(pid: u32) -> bool {
     }
 }
 
+/// The live (not zombie) children of `parent`, from `/proc/*/stat`, sorted.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // The process may be gone by now: then it is no child of anyone.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("?");
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent) && state != "Z" && state != "X"
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released), for a YAML file that
+/// must name its port before sluice starts. Another process could take it in between; the
+/// tests that need a fixed port use it for a bind added by a reload, where a port-0 bind would
+/// not do.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// Parse `listening app=NAME addr=IP:PORT` lines (tolerating quoted field values).
 fn parse_listening(lines: &[String]) -> Vec<(String, SocketAddr)> {
     let field = |line: &str, key: &str| -> Option<String> {
@@ -556,6 +594,35 @@ impl SluiceHandle {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many lines printed so far satisfy `pred`.
+    pub fn count_log(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.log.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    /// The worker processes: live (not zombie) children of the sluice process, from `/proc`,
+    /// sorted.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// Wait until sluice has exactly `n` worker processes; returns their pids. Panics with the
+    /// log after `deadline`.
+    pub fn wait_worker_count(&self, n: usize, deadline: Duration) -> Vec<u32> {
+        try_wait_for(deadline, || {
+            let pids = self.worker_pids();
+            (pids.len() == n).then_some(pids)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "[{}] sluice did not get to {n} worker processes within {deadline:?} (has {:?}); \
+                 output:\n{}",
+                self.label,
+                self.worker_pids(),
+                self.log_text()
+            )
+        })
     }
 
     /// Send `sig` to the sluice process itself.

@@ -3,13 +3,16 @@
 
 pub mod harness;
 pub mod http;
+pub mod load;
 pub mod util;
 
 pub use harness::{
-    apps_dir, python_for_frameworks, sluice_bin, sluice_check, stdlib_python, CheckOutput,
-    ConfigFile, Failure, Sluice, SluiceHandle, DEADLINE, START_DEADLINE,
+    apps_dir, children_of, free_port, python_for_frameworks, sluice_bin, sluice_check,
+    stdlib_python, CheckOutput, ConfigFile, Failure, Sluice, SluiceHandle, DEADLINE,
+    START_DEADLINE,
 };
 pub use http::{get, send, BodyEnd, Conn, Head, Request, Response};
+pub use load::{ClientSpec, Load, Outcome, Record, Tally};
 pub use util::{
     form_urlencoded, hex, sha256_hex, test_bytes, try_wait_for, wait_for, CookieJar, Hasher,
     Multipart,

@@ -40,7 +40,6 @@ pub(crate) struct WorkerConfig {
     threads: usize,
     workers: usize,
     chdir: Option<String>,
-    graceful_timeout_ms: u64,
 }
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -127,13 +126,11 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
     });
     send_control(&mut control, Kind::Ready, ready.to_string().as_bytes());
 
-    let graceful = Duration::from_millis(config.graceful_timeout_ms);
-    let stopped = py.detach(|| wait_for_stop(&mut control));
-    if !stopped {
+    let Some(graceful) = py.detach(|| wait_for_stop(&mut control)) else {
         // The gateway is gone; nobody is left to answer.
         // SAFETY: _exit ends the process without running anything else.
         unsafe { libc::_exit(0) };
-    }
+    };
     STOPPING.store(true, Ordering::SeqCst);
     // Wakes every thread blocked in accept(); they see STOPPING and leave.
     // SAFETY: shutdown(2) on a descriptor this listener owns.
@@ -188,17 +185,14 @@ fn send_control(control: &mut UnixStream, kind: Kind, payload: &[u8]) {
     let _ = control.write_all(&buf);
 }
 
-/// Blocks until `Stop` (true) or end of file (false: the gateway died).
-fn wait_for_stop(control: &mut UnixStream) -> bool {
-    let mut reader = FrameReader::new(match control.try_clone() {
-        Ok(stream) => stream,
-        Err(_) => return false,
-    });
+/// Blocks until `Stop` (its grace) or end of file (`None`: the gateway died).
+fn wait_for_stop(control: &mut UnixStream) -> Option<Duration> {
+    let mut reader = FrameReader::new(control.try_clone().ok()?);
     loop {
         match reader.read_frame() {
-            Ok(Some(Frame::Stop)) => return true,
+            Ok(Some(Frame::Stop(grace_ms))) => return Some(Duration::from_millis(grace_ms.into())),
             Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => return false,
+            Ok(None) | Err(_) => return None,
         }
     }
 }
