@@ -438,8 +438,15 @@ pub(crate) fn handle(
     let environ = match environ::build(py, app, &head, &body) {
         Ok(environ) => environ,
         Err(err) => {
-            report(py, app, &head, &err);
-            return fail(py, exchange, AppErrorKind::Raised, "environ");
+            return reject(
+                py,
+                app,
+                exchange,
+                &head,
+                &err,
+                AppErrorKind::Raised,
+                "environ",
+            );
         }
     };
     drop(body);
@@ -452,15 +459,29 @@ pub(crate) fn handle(
     ) {
         Ok(start_response) => start_response,
         Err(err) => {
-            report(py, app, &head, &err);
-            return fail(py, exchange, AppErrorKind::Raised, "start_response");
+            return reject(
+                py,
+                app,
+                exchange,
+                &head,
+                &err,
+                AppErrorKind::Raised,
+                "start_response",
+            );
         }
     };
     let result = match app.callable.bind(py).call1((environ, start_response)) {
         Ok(result) => result,
         Err(err) => {
-            report(py, app, &head, &err);
-            return fail(py, exchange, AppErrorKind::Raised, "the app raised");
+            return reject(
+                py,
+                app,
+                exchange,
+                &head,
+                &err,
+                AppErrorKind::Raised,
+                "the app raised",
+            );
         }
     };
     let keep = stream_result(py, app, exchange, generation, &head, &result);
@@ -500,10 +521,12 @@ fn stream_result(
     let iter = match result.try_iter() {
         Ok(iter) => iter,
         Err(err) => {
-            report(py, app, head, &err);
-            return fail(
+            return reject(
                 py,
+                app,
                 exchange,
+                head,
+                &err,
                 AppErrorKind::BadResponse,
                 "result is not iterable",
             );
@@ -521,15 +544,16 @@ fn stream_result(
                         .map(|n| n.to_string())
                         .unwrap_or_default();
                     let message = format!("the app yielded {kind} instead of bytes");
-                    warn(py, app, head, &message);
-                    return fail(py, exchange, AppErrorKind::BadResponse, &message);
+                    return refuse(py, app, exchange, head, AppErrorKind::BadResponse, &message);
                 }
             },
             Err(err) => {
-                report(py, app, head, &err);
-                return fail(
+                return reject(
                     py,
+                    app,
                     exchange,
+                    head,
+                    &err,
                     AppErrorKind::Raised,
                     "the app raised while iterating",
                 );
@@ -552,8 +576,7 @@ fn stream_result(
             }
             Err(SendError::NoStartResponse) => {
                 let message = "the app yielded body bytes before calling start_response()";
-                warn(py, app, head, message);
-                return fail(py, exchange, AppErrorKind::BadResponse, message);
+                return refuse(py, app, exchange, head, AppErrorKind::BadResponse, message);
             }
             Err(SendError::Gone | SendError::Stale) => return false,
         }
@@ -610,8 +633,15 @@ fn send_file(
     match outcome {
         Ok(()) => Some(finish(py, app, exchange, generation, head)),
         Err(Some(err)) => {
-            warn(py, app, head, &format!("reading the file failed: {err}"));
-            Some(fail(py, exchange, AppErrorKind::Raised, "file read failed"))
+            let message = format!("reading the file failed: {err}");
+            Some(refuse(
+                py,
+                app,
+                exchange,
+                head,
+                AppErrorKind::Raised,
+                &message,
+            ))
         }
         Err(None) => Some(false),
     }
@@ -634,11 +664,38 @@ fn finish(
         }
         Err(SendError::NoStartResponse) => {
             let message = "the app returned without calling start_response()";
-            warn(py, app, head, message);
-            fail(py, exchange, AppErrorKind::BadResponse, message)
+            refuse(py, app, exchange, head, AppErrorKind::BadResponse, message)
         }
         Err(SendError::Gone | SendError::Stale) => false,
     }
+}
+
+/// The app raised: log its traceback with the request id, then end the request with an error
+/// frame (a 500 before the head, a cut-off response after).
+fn reject(
+    py: Python<'_>,
+    app: &App,
+    exchange: &Mutex<Exchange>,
+    head: &RequestHead,
+    err: &PyErr,
+    kind: AppErrorKind,
+    message: &str,
+) -> bool {
+    report(py, app, head, err);
+    fail(py, exchange, kind, message)
+}
+
+/// The app broke WSGI without raising: log why, then end the request with an error frame.
+fn refuse(
+    py: Python<'_>,
+    app: &App,
+    exchange: &Mutex<Exchange>,
+    head: &RequestHead,
+    kind: AppErrorKind,
+    message: &str,
+) -> bool {
+    warn(py, app, head, message);
+    fail(py, exchange, kind, message)
 }
 
 fn fail(py: Python<'_>, exchange: &Mutex<Exchange>, kind: AppErrorKind, message: &str) -> bool {
