@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sluice_proto::{decode, encode_stop, Frame};
+use sluice_proto::{decode, encode_stop, Frame, VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -614,41 +614,58 @@ async fn log_lines(
 /// Waits for `Ready` (returns the Python version) or the reason there will be none.
 async fn wait_ready(process: &mut Process) -> Result<String, StartError> {
     let mut buf = BytesMut::with_capacity(4096);
-    loop {
+    let (ready, payload) = loop {
         match decode(&mut buf) {
-            Ok(Some(Frame::Ready(payload))) => {
-                let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                return Ok(info["python"].as_str().unwrap_or("?").to_owned());
-            }
-            Ok(Some(Frame::Fatal(payload))) => {
-                let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                process.exited().await;
-                return Err(StartError::Fatal {
-                    error: info["error"]
-                        .as_str()
-                        .unwrap_or("the worker failed")
-                        .to_owned(),
-                    traceback: info["traceback"].as_str().unwrap_or_default().to_owned(),
-                });
-            }
+            Ok(Some(Frame::Ready(payload))) => break (true, payload),
+            Ok(Some(Frame::Fatal(payload))) => break (false, payload),
             Ok(Some(_)) => continue,
-            Ok(None) => {}
+            Ok(None) => match process.control.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => continue,
+                _ => {
+                    let status = process.exited().await;
+                    return Err(StartError::Exited { status });
+                }
+            },
             Err(err) => {
-                process.worker.kill(Kill::Now);
-                process.exited().await;
-                return Err(StartError::Fatal {
-                    error: format!("bad control frame from the worker: {err}"),
-                    traceback: String::new(),
-                });
+                return Err(fail_start(
+                    process,
+                    format!("bad control frame from the worker: {err}"),
+                )
+                .await)
             }
         }
-        match process.control.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => continue,
-            _ => {
-                let status = process.exited().await;
-                return Err(StartError::Exited { status });
-            }
-        }
+    };
+    let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    // Checked first: a module from another build may mean something else by everything else.
+    let proto = info["proto"].as_u64();
+    if proto != Some(u64::from(VERSION)) && (ready || proto.is_some()) {
+        let theirs = proto.map_or("(unknown)".to_string(), |p| p.to_string());
+        let error = format!(
+            "the worker module speaks protocol {theirs} and this sluice {VERSION}: they come \
+             from different builds; rebuild both with cargo build --release"
+        );
+        return Err(fail_start(process, error).await);
+    }
+    if ready {
+        return Ok(info["python"].as_str().unwrap_or("?").to_owned());
+    }
+    process.exited().await;
+    Err(StartError::Fatal {
+        error: info["error"]
+            .as_str()
+            .unwrap_or("the worker failed")
+            .to_owned(),
+        traceback: info["traceback"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Ends a worker that will not be used and says why.
+async fn fail_start(process: &mut Process, error: String) -> StartError {
+    process.worker.kill(Kill::Now);
+    process.exited().await;
+    StartError::Fatal {
+        error,
+        traceback: String::new(),
     }
 }
 

@@ -5,9 +5,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
 
 /// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
-pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x01";
-/// The protocol version carried in [`PREFACE`] and in the worker's ready frame.
-pub const VERSION: u8 = 1;
+pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x02";
+/// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
+/// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
+/// builds refuse each other at start-up instead of misreading each other's bytes.
+pub const VERSION: u8 = 2;
 /// Length field plus kind byte.
 pub const FRAME_HEADER_BYTES: usize = 5;
 /// The largest payload a peer may declare; checked before any memory is reserved for it.
@@ -211,6 +213,12 @@ pub fn encode_stop(dst: &mut BytesMut, grace_ms: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preface_carries_the_version() {
+        assert_eq!(PREFACE[..7], *b"SLUICE\x00");
+        assert_eq!(PREFACE[7], VERSION);
+    }
 
     fn decode_all(mut buf: BytesMut) -> Vec<Frame> {
         let mut frames = Vec::new();

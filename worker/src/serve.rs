@@ -173,7 +173,7 @@ fn flush_stdio(py: Python<'_>) {
 }
 
 fn fatal(control: &mut UnixStream, error: &str, traceback: &str) -> PyResult<i32> {
-    let payload = serde_json::json!({ "error": error, "traceback": traceback });
+    let payload = serde_json::json!({ "error": error, "traceback": traceback, "proto": VERSION });
     send_control(control, Kind::Fatal, payload.to_string().as_bytes());
     Ok(1)
 }
