@@ -435,53 +435,24 @@ pub(crate) fn handle(
 ) -> bool {
     let head_only = &head.method[..] == b"HEAD";
     lock(exchange).begin(generation, head_only);
-    let environ = match environ::build(py, app, &head, &body) {
-        Ok(environ) => environ,
-        Err(err) => {
-            return reject(
-                py,
-                app,
-                exchange,
-                &head,
-                &err,
-                AppErrorKind::Raised,
-                "environ",
-            );
-        }
-    };
+    let environ = environ::build(py, app, &head, &body);
+    // The body now lives in the environ's `wsgi.input`; the frames need not outlive the copy.
     drop(body);
-    let start_response = match Bound::new(
-        py,
-        StartResponse {
-            exchange: exchange.clone(),
-            generation,
-        },
-    ) {
-        Ok(start_response) => start_response,
-        Err(err) => {
-            return reject(
-                py,
-                app,
-                exchange,
-                &head,
-                &err,
-                AppErrorKind::Raised,
-                "start_response",
-            );
-        }
-    };
-    let result = match app.callable.bind(py).call1((environ, start_response)) {
+    let called = environ.and_then(|environ| {
+        let start_response = Bound::new(
+            py,
+            StartResponse {
+                exchange: exchange.clone(),
+                generation,
+            },
+        )?;
+        app.callable.bind(py).call1((environ, start_response))
+    });
+    let result = match called {
         Ok(result) => result,
         Err(err) => {
-            return reject(
-                py,
-                app,
-                exchange,
-                &head,
-                &err,
-                AppErrorKind::Raised,
-                "the app raised",
-            );
+            let kind = AppErrorKind::Raised;
+            return reject(py, app, exchange, &head, &err, kind, "the app raised");
         }
     };
     let keep = stream_result(py, app, exchange, generation, &head, &result);
