@@ -24,6 +24,7 @@
 //! served for [`STABLE_AFTER`] resets it, so a killed healthy worker comes back at once.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,8 +79,11 @@ pub(crate) struct RunDir {
 impl RunDir {
     pub(crate) fn prepare() -> anyhow::Result<RunDir> {
         let module = find_module()?;
-        let dir = tempfile::Builder::new().prefix("sluice-").tempdir()?;
-        // tempdir() creates it 0700: only this user can reach the worker sockets.
+        // Created 0700 (not via the umask): only this user can reach the worker sockets.
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
         let module_dir = dir.path().join("py");
         std::fs::create_dir(&module_dir)?;
         // Copied, not linked: a rebuild while sluice runs must not change what new workers load.
