@@ -230,49 +230,35 @@ pub struct Sluice {
 }
 
 impl Sluice {
-    /// `sluice serve APP`.
-    pub fn serve(app: &str) -> Sluice {
+    fn new(mode: Mode, chdir: Option<PathBuf>, label: &str) -> Sluice {
         Sluice {
-            mode: Mode::Serve(app.to_string()),
+            mode,
             args: Vec::new(),
             env: Vec::new(),
             binds: Vec::new(),
-            chdir: Some(apps_dir()),
+            chdir,
             expect_binds: None,
-            label: app.to_string(),
+            label: label.to_string(),
             start_deadline: START_DEADLINE,
         }
+    }
+
+    /// `sluice serve APP`.
+    pub fn serve(app: &str) -> Sluice {
+        Sluice::new(Mode::Serve(app.to_string()), Some(apps_dir()), app)
     }
 
     /// `sluice run --config FILE` with `yaml` written to a temp file. Expects one `listening`
     /// line per `127.0.0.1:0` in the text unless [`Sluice::expect_binds`] says otherwise.
     pub fn run_config(yaml: &str) -> Sluice {
-        Sluice {
-            mode: Mode::Run(yaml.to_string()),
-            args: Vec::new(),
-            env: Vec::new(),
-            binds: Vec::new(),
-            chdir: None,
-            expect_binds: None,
-            label: "config".to_string(),
-            start_deadline: START_DEADLINE,
-        }
+        Sluice::new(Mode::Run(yaml.to_string()), None, "config")
     }
 
     /// `sluice run --config FILE` on an existing file (for tests that need to know where the file
     /// is before writing it, e.g. for relative paths). Expects one `listening` line unless
     /// [`Sluice::expect_binds`] says otherwise.
     pub fn run_config_file(path: impl AsRef<Path>) -> Sluice {
-        Sluice {
-            mode: Mode::RunFile(path.as_ref().to_owned()),
-            args: Vec::new(),
-            env: Vec::new(),
-            binds: Vec::new(),
-            chdir: None,
-            expect_binds: None,
-            label: "config".to_string(),
-            start_deadline: START_DEADLINE,
-        }
+        Sluice::new(Mode::RunFile(path.as_ref().to_owned()), None, "config")
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Sluice {
