@@ -15,12 +15,17 @@ pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_PYTHON: &str = "python3";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the configuration came from, for messages (`None` for the command line).
     pub source: Option<PathBuf>,
     pub apps: Vec<AppConfig>,
+    /// The admin bind (`/metrics`, `/healthz`, `/readyz`); off unless set.
+    pub admin: Option<SocketAddr>,
+    /// Open client connections the whole gateway holds at most; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +52,138 @@ pub struct AppConfig {
     pub max_rss: Option<u64>,
     /// Replace a worker after it has run this long, if set.
     pub worker_lifetime: Option<Duration>,
+    /// What the gateway does at the edge for this app, before and around Python.
+    pub edge: EdgeConfig,
+}
+
+/// The app's settings for the HTTP edge: limits, slow clients, static files, proxy headers, logs.
+/// The names are gunicorn's where gunicorn has the setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// Longest request line (method, target, version) in bytes; longer gets 414.
+    pub limit_request_line: usize,
+    /// Most header fields in a request; more gets 431.
+    pub limit_request_fields: usize,
+    /// Largest single header field (name, colon, value) in bytes; larger gets 431.
+    pub limit_request_field_size: usize,
+    /// How long a client has to send a whole request head once it starts one.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open waiting for the next request.
+    pub keepalive: Duration,
+    /// Slowest request body upload accepted, in bytes per second, averaged from the end of the
+    /// head (0: no minimum). A body slower than this is cut off with 408.
+    pub min_body_rate: u64,
+    /// Response body bytes the gateway holds per response for a client that reads slower than
+    /// the app writes; the app's thread is free once the rest fits in this.
+    pub response_buffer: u64,
+    /// URL prefix (starting and ending with `/`) to directory, served without Python.
+    pub static_dirs: Vec<(String, PathBuf)>,
+    /// `max-age` sent with `immutable` for static files whose name carries a content hash
+    /// (e.g. `app.3f2a9c1b0e4d.css`); off unless set.
+    pub static_hashed_max_age: Option<Duration>,
+    /// Compress compressible responses (gzip, br) when the client accepts it.
+    pub compress: bool,
+    /// Responses smaller than this are not compressed.
+    pub compress_min_size: u64,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed.
+    pub forwarded_allow_ips: Vec<ipnet::IpNet>,
+    pub access_log: AccessLog,
+}
+
+pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 8190;
+pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
+pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+pub const DEFAULT_RESPONSE_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
+
+impl Default for EdgeConfig {
+    fn default() -> EdgeConfig {
+        EdgeConfig {
+            limit_request_line: DEFAULT_LIMIT_REQUEST_LINE,
+            limit_request_fields: DEFAULT_LIMIT_REQUEST_FIELDS,
+            limit_request_field_size: DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
+            response_buffer: DEFAULT_RESPONSE_BUFFER_BYTES,
+            static_dirs: Vec::new(),
+            static_hashed_max_age: None,
+            compress: false,
+            compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
+            forwarded_allow_ips: default_forwarded_allow_ips(),
+            access_log: AccessLog::Off,
+        }
+    }
+}
+
+/// The access log's format; each line goes to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    Off,
+    /// nginx's and gunicorn's combined format, with the request id and times appended.
+    Combined,
+    /// One JSON object per request.
+    Json,
+}
+
+pub fn default_forwarded_allow_ips() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ipnet::IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+    ]
+}
+
+/// gunicorn's `forwarded_allow_ips`: a comma-separated list of addresses and CIDR networks,
+/// or `*` for every peer.
+pub fn parse_allow_ips(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let mut nets = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        nets.extend(parse_allow_ip(item)?);
+    }
+    Ok(nets)
+}
+
+fn parse_allow_ip(item: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    if item == "*" {
+        return Ok(vec![
+            "0.0.0.0/0".parse().expect("valid"),
+            "::/0".parse().expect("valid"),
+        ]);
+    }
+    if let Ok(net) = item.parse::<ipnet::IpNet>() {
+        return Ok(vec![net.trunc()]);
+    }
+    item.parse::<IpAddr>()
+        .map(|ip| vec![ipnet::IpNet::from(ip)])
+        .map_err(|_| format!("invalid address or network {item:?}; use e.g. 10.0.0.0/8, ::1 or *"))
+}
+
+/// `--static /static/=DIR`: a URL prefix and the directory it serves.
+pub fn parse_static(text: &str) -> Result<(String, PathBuf), String> {
+    let (prefix, dir) = text
+        .split_once('=')
+        .ok_or_else(|| format!("invalid static mapping {text:?}; use /static/=DIR"))?;
+    Ok((normalize_static_prefix(prefix)?, PathBuf::from(dir)))
+}
+
+/// A static prefix as the router matches it: starting and ending with `/`.
+fn normalize_static_prefix(prefix: &str) -> Result<String, String> {
+    let prefix = prefix.trim();
+    if !prefix.starts_with('/') {
+        return Err(format!("static prefix {prefix:?} must start with /"));
+    }
+    if prefix.contains(['?', '#', '%', '\\']) || prefix.split('/').any(|p| p == "..") {
+        return Err(format!("static prefix {prefix:?} must be a plain path"));
+    }
+    Ok(if prefix.ends_with('/') {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}/")
+    })
 }
 
 /// A configuration error with its place in the file, printed as `FILE:LINE:COLUMN: message`
@@ -83,6 +220,8 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     python: Option<String>,
+    admin: Option<Spanned<BindSpec>>,
+    max_connections: Option<usize>,
     apps: Spanned<IndexMap<String, Spanned<FileApp>>>,
 }
 
@@ -111,6 +250,34 @@ struct FileApp {
     max_rss: Option<u64>,
     #[serde(default, deserialize_with = "duration")]
     worker_lifetime: Option<Duration>,
+    limit_request_line: Option<usize>,
+    limit_request_fields: Option<usize>,
+    limit_request_field_size: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    keepalive: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    min_body_rate: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    response_buffer: Option<u64>,
+    #[serde(rename = "static")]
+    static_dirs: Option<Spanned<IndexMap<String, String>>>,
+    #[serde(default, deserialize_with = "duration")]
+    static_hashed_max_age: Option<Duration>,
+    compress: Option<bool>,
+    #[serde(default, deserialize_with = "size")]
+    compress_min_size: Option<u64>,
+    forwarded_allow_ips: Option<Spanned<AllowIps>>,
+    access_log: Option<AccessLog>,
+}
+
+/// `forwarded_allow_ips` as a list or as gunicorn's comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AllowIps {
+    List(Vec<String>),
+    Text(String),
 }
 
 /// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`.
@@ -339,6 +506,10 @@ impl Config {
                     ));
                 }
             }
+            let edge = file_edge(app, &base).map_err(|(at, message)| {
+                let at = at.unwrap_or(spanned.referenced);
+                error_at(at.line(), at.column(), format!("app {name}: {message}"))
+            })?;
             apps.push(AppConfig {
                 name: name.clone(),
                 app: callable,
@@ -355,11 +526,44 @@ impl Config {
                 max_requests_jitter: app.max_requests_jitter.unwrap_or(0),
                 max_rss: app.max_rss.filter(|&n| n > 0),
                 worker_lifetime: app.worker_lifetime.filter(|d| !d.is_zero()),
+                edge,
             });
+        }
+        let admin = match &file.admin {
+            None => None,
+            Some(spec) => {
+                let at = &spec.referenced;
+                let addr = match &spec.value {
+                    BindSpec::Port(port) => {
+                        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port))
+                    }
+                    BindSpec::Text(text) => parse_bind(text),
+                }
+                .map_err(|e| error_at(at.line(), at.column(), format!("admin: {e}")))?;
+                if let Some((_, other, line)) =
+                    seen.iter().find(|(seen, _, _)| binds_clash(*seen, addr))
+                {
+                    return Err(error_at(
+                        at.line(),
+                        at.column(),
+                        format!("admin bind {addr} is already taken by app {other} (line {line})"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        if file.max_connections == Some(0) {
+            return Err(error_at(
+                1,
+                1,
+                "`max_connections` must be at least 1".into(),
+            ));
         }
         Ok(Config {
             source: Some(path.to_owned()),
             apps,
+            admin,
+            max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         })
     }
 
@@ -369,7 +573,7 @@ impl Config {
         for app in &self.apps {
             let binds: Vec<String> = app.binds.iter().map(|b| b.to_string()).collect();
             out.push_str(&format!(
-                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n  recycling: {recycling}\n",
+                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n  recycling: {recycling}\n{edge}",
                 name = app.name,
                 callable = app.app,
                 binds = binds.join(", "),
@@ -382,8 +586,41 @@ impl Config {
                 queue = humantime::format_duration(app.queue_timeout),
                 max_body = bytesize::ByteSize(app.max_body).display().iec(),
                 recycling = app.describe_recycling(),
+                edge = app.edge.describe(),
             ));
         }
+        if let Some(admin) = self.admin {
+            out.push_str(&format!("admin: {admin} (/metrics, /healthz, /readyz)\n"));
+        }
+        out
+    }
+}
+
+impl EdgeConfig {
+    fn describe(&self) -> String {
+        let mut out = format!(
+            "  limits: request line {line} B, {fields} fields of {field} B, header_timeout {header}, keepalive {keepalive}, min_body_rate {rate}/s\n",
+            line = self.limit_request_line,
+            fields = self.limit_request_fields,
+            field = self.limit_request_field_size,
+            header = humantime::format_duration(self.header_timeout),
+            keepalive = humantime::format_duration(self.keepalive),
+            rate = bytesize::ByteSize(self.min_body_rate).display().iec(),
+        );
+        for (prefix, dir) in &self.static_dirs {
+            out.push_str(&format!("  static: {prefix} -> {}\n", dir.display()));
+        }
+        let nets: Vec<String> = self
+            .forwarded_allow_ips
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        out.push_str(&format!(
+            "  forwarded_allow_ips: {}, access_log: {:?}, compress: {}\n",
+            nets.join(", "),
+            self.access_log,
+            if self.compress { "on" } else { "off" }
+        ));
         out
     }
 }
@@ -415,6 +652,75 @@ impl AppConfig {
             parts.join(", ")
         }
     }
+}
+
+/// The edge settings of one app from the file, defaults for what it leaves out. An error comes
+/// with the place of the offending value when the file has one for it.
+fn file_edge(
+    app: &FileApp,
+    base: &Path,
+) -> Result<EdgeConfig, (Option<serde_saphyr::Location>, String)> {
+    let defaults = EdgeConfig::default();
+    let mut static_dirs = Vec::new();
+    if let Some(spanned) = &app.static_dirs {
+        for (prefix, dir) in &spanned.value {
+            let prefix =
+                normalize_static_prefix(prefix).map_err(|e| (Some(spanned.referenced), e))?;
+            let dir = resolve_path(base, dir);
+            if !dir.is_dir() {
+                return Err((
+                    Some(spanned.referenced),
+                    format!(
+                        "static directory {} for {prefix} is not a directory",
+                        dir.display()
+                    ),
+                ));
+            }
+            static_dirs.push((prefix, dir));
+        }
+    }
+    let forwarded_allow_ips = match &app.forwarded_allow_ips {
+        None => defaults.forwarded_allow_ips.clone(),
+        Some(spanned) => match &spanned.value {
+            AllowIps::Text(text) => parse_allow_ips(text),
+            AllowIps::List(items) => items
+                .iter()
+                .map(|item| parse_allow_ip(item.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|nets| nets.concat()),
+        }
+        .map_err(|e| (Some(spanned.referenced), e))?,
+    };
+    for (field, value) in [
+        ("limit_request_line", app.limit_request_line),
+        ("limit_request_fields", app.limit_request_fields),
+        ("limit_request_field_size", app.limit_request_field_size),
+    ] {
+        if value == Some(0) {
+            return Err((None, format!("`{field}` must be at least 1")));
+        }
+    }
+    Ok(EdgeConfig {
+        limit_request_line: app
+            .limit_request_line
+            .unwrap_or(defaults.limit_request_line),
+        limit_request_fields: app
+            .limit_request_fields
+            .unwrap_or(defaults.limit_request_fields),
+        limit_request_field_size: app
+            .limit_request_field_size
+            .unwrap_or(defaults.limit_request_field_size),
+        header_timeout: app.header_timeout.unwrap_or(defaults.header_timeout),
+        keepalive: app.keepalive.unwrap_or(defaults.keepalive),
+        min_body_rate: app.min_body_rate.unwrap_or(defaults.min_body_rate),
+        response_buffer: app.response_buffer.unwrap_or(defaults.response_buffer),
+        static_dirs,
+        static_hashed_max_age: app.static_hashed_max_age.filter(|d| !d.is_zero()),
+        compress: app.compress.unwrap_or(defaults.compress),
+        compress_min_size: app.compress_min_size.unwrap_or(defaults.compress_min_size),
+        forwarded_allow_ips,
+        access_log: app.access_log.unwrap_or(defaults.access_log),
+    })
 }
 
 /// The lines around `line` with a caret under `column`, like a compiler.
@@ -525,6 +831,65 @@ mod tests {
             (b.max_requests, b.max_rss, b.worker_lifetime),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn edge_settings_parse_with_gunicorn_names_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("staticfiles")).unwrap();
+        let file = dir.path().join("sluice.yaml");
+        let config = Config::parse(
+            &file,
+            "admin: \"127.0.0.1:9100\"\nmax_connections: 500\napps:\n  a:\n    app: x:y\n    bind: [1]\n    static: {\"/static\": staticfiles}\n    static_hashed_max_age: 365d\n    forwarded_allow_ips: \"10.0.0.0/8, ::1\"\n    access_log: json\n    limit_request_line: 4094\n    keepalive: 2s\n    min_body_rate: 0\n    compress: true\n  b:\n    app: x:z\n    bind: [2]\n    forwarded_allow_ips: [\"*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.max_connections, 500);
+        let a = &config.apps[0].edge;
+        assert_eq!(
+            a.static_dirs,
+            vec![("/static/".to_owned(), dir.path().join("staticfiles"))]
+        );
+        assert_eq!(
+            a.static_hashed_max_age,
+            Some(Duration::from_secs(365 * 86400))
+        );
+        assert_eq!(
+            a.forwarded_allow_ips,
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+        );
+        assert_eq!(a.access_log, AccessLog::Json);
+        assert_eq!(a.limit_request_line, 4094);
+        assert_eq!(a.limit_request_fields, DEFAULT_LIMIT_REQUEST_FIELDS);
+        assert_eq!(a.keepalive, Duration::from_secs(2));
+        assert_eq!(a.min_body_rate, 0);
+        assert!(a.compress);
+        let b = &config.apps[1].edge;
+        assert_eq!(b.forwarded_allow_ips.len(), 2);
+        assert!(b.forwarded_allow_ips[0].contains(&"203.0.113.9".parse::<IpAddr>().unwrap()));
+        assert_eq!(b.access_log, AccessLog::Off);
+
+        let err = Config::parse(
+            &file,
+            "apps:\n  a:\n    app: x:y\n    bind: [1]\n    static: {\"/s/\": missing}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
+        assert!(err.message.contains("is not a directory"), "{err}");
+        let err = Config::parse(
+            &file,
+            "apps:\n  a:\n    app: x:y\n    bind: [1]\n    forwarded_allow_ips: [\"10.0.0.300\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
+        let err = Config::parse(
+            &file,
+            "admin: 8000\napps:\n  a:\n    app: x:y\n    bind: [8000]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 1, "{err}");
+        assert!(parse_static("static=/x").is_err());
+        assert_eq!(parse_static("/s=/x").unwrap().0, "/s/");
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
-use sluice_gateway::config::{self, AppConfig, Config};
+use sluice_gateway::config::{self, AccessLog, AppConfig, Config, EdgeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -81,16 +82,72 @@ struct ServeArgs {
     /// Replace a worker after it has run this long (e.g. 1h).
     #[arg(long, value_parser = config::parse_duration)]
     worker_lifetime: Option<std::time::Duration>,
+    /// Longest request line in bytes; longer gets 414.
+    #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_LINE, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    limit_request_line: usize,
+    /// Most header fields in a request; more gets 431.
+    #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELDS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    limit_request_fields: usize,
+    /// Largest header field in bytes; larger gets 431.
+    #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELD_SIZE, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    limit_request_field_size: usize,
+    /// How long a client has to send a whole request head.
+    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    header_timeout: std::time::Duration,
+    /// How long an idle keep-alive connection waits for its next request.
+    #[arg(long, default_value = "5s", value_parser = config::parse_duration)]
+    keepalive: std::time::Duration,
+    /// Slowest request body upload accepted, bytes per second (0: no minimum).
+    #[arg(long, default_value = "1KiB", value_parser = config::parse_size)]
+    min_body_rate: u64,
+    /// Response bytes held per response for a slow reader, so the app's thread is freed early.
+    #[arg(long, default_value = "4MiB", value_parser = config::parse_size)]
+    response_buffer: u64,
+    /// Serve a directory without Python: URL_PREFIX=DIR, e.g. /static/=./staticfiles; repeatable.
+    #[arg(long = "static", value_parser = config::parse_static)]
+    static_dirs: Vec<(String, PathBuf)>,
+    /// Cache static files with a content hash in their name this long, as immutable (e.g. 365d).
+    #[arg(long, value_parser = config::parse_duration)]
+    static_hashed_max_age: Option<std::time::Duration>,
+    /// Compress compressible responses (gzip, br) for clients that accept it.
+    #[arg(long)]
+    compress: bool,
+    /// Smallest response that is compressed.
+    #[arg(long, default_value = "1KiB", value_parser = config::parse_size)]
+    compress_min_size: u64,
+    /// Peers whose X-Forwarded-* and Forwarded headers are believed: addresses and CIDRs,
+    /// comma-separated, or * for all.
+    #[arg(long, default_value = "127.0.0.1,::1")]
+    forwarded_allow_ips: String,
+    /// Access log to stdout.
+    #[arg(long, value_enum, default_value_t = AccessLog::Off)]
+    access_log: AccessLog,
+    /// Admin address for /metrics, /healthz and /readyz (off unless set).
+    #[arg(long, value_parser = config::parse_bind)]
+    admin: Option<std::net::SocketAddr>,
+    /// Open client connections the gateway holds at most.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_connections: usize,
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
+    fn into_config(self) -> Result<Config, String> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let name = self.name.unwrap_or_else(|| {
             let module = self.app.split(':').next().unwrap_or("app");
             module.split('.').next().unwrap_or(module).to_owned()
         });
-        Config {
+        let forwarded_allow_ips = config::parse_allow_ips(&self.forwarded_allow_ips)
+            .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
+        for (prefix, dir) in &self.static_dirs {
+            if !cwd.join(dir).is_dir() {
+                return Err(format!(
+                    "--static {prefix}={}: not a directory",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(Config {
             source: None,
             apps: vec![AppConfig {
                 name,
@@ -108,8 +165,29 @@ impl ServeArgs {
                 max_requests_jitter: self.max_requests_jitter,
                 max_rss: self.max_rss.filter(|&n| n > 0),
                 worker_lifetime: self.worker_lifetime.filter(|d| !d.is_zero()),
+                edge: EdgeConfig {
+                    limit_request_line: self.limit_request_line,
+                    limit_request_fields: self.limit_request_fields,
+                    limit_request_field_size: self.limit_request_field_size,
+                    header_timeout: self.header_timeout,
+                    keepalive: self.keepalive,
+                    min_body_rate: self.min_body_rate,
+                    response_buffer: self.response_buffer,
+                    static_dirs: self
+                        .static_dirs
+                        .into_iter()
+                        .map(|(prefix, dir)| (prefix, cwd.join(dir)))
+                        .collect(),
+                    static_hashed_max_age: self.static_hashed_max_age.filter(|d| !d.is_zero()),
+                    compress: self.compress,
+                    compress_min_size: self.compress_min_size,
+                    forwarded_allow_ips,
+                    access_log: self.access_log,
+                },
             }],
-        }
+            admin: self.admin,
+            max_connections: self.max_connections,
+        })
     }
 }
 
@@ -125,7 +203,13 @@ fn main() -> ExitCode {
         .init();
 
     let config = match cli.command {
-        Command::Serve(args) => args.into_config(),
+        Command::Serve(args) => match args.into_config() {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Run { config } => match Config::load(&config) {
             Ok(config) => config,
             Err(err) => {
