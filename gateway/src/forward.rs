@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,13 +25,14 @@ use http_body::Frame as BodyFrame;
 use http_body_util::BodyExt;
 use sluice_proto::{
     decode, encode_request_head, frame_header, Frame, HttpVersion, Kind, RequestMeta, ResponseHead,
-    Scheme, MAX_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::AppConfig;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 
@@ -87,24 +88,16 @@ fn release(conn: Conn) {
     }
 }
 
-fn next_request_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.finish() as u32
-    });
-    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 pub(crate) async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
-    let request_id = next_request_id();
-    match forward_inner(&route, request, &request_id).await {
+    let context = request
+        .extensions()
+        .get::<Arc<RequestContext>>()
+        .cloned()
+        .expect("context::observe runs first");
+    match forward_inner(&route, request, &context).await {
         Ok(response) => response,
         Err(err) => {
-            tracing::debug!(request_id = %request_id, "{err}");
+            tracing::debug!(request_id = context.id_str(), "{err}");
             err.into_response()
         }
     }
@@ -113,8 +106,9 @@ pub(crate) async fn forward(State(route): State<Arc<Route>>, request: Request) -
 async fn forward_inner(
     route: &Route,
     request: Request,
-    request_id: &str,
+    context: &Arc<RequestContext>,
 ) -> Result<Response, GatewayError> {
+    let request_id = context.id_str();
     let app = route.load_full();
     let (parts, body) = request.into_parts();
     let info = parts
@@ -149,8 +143,8 @@ async fn forward_inner(
             Version::HTTP_2 | Version::HTTP_3 => HttpVersion::Http2,
             _ => HttpVersion::Http11,
         },
-        scheme: Scheme::Http,
-        peer: info.peer,
+        scheme: context.scheme,
+        peer: context.client,
         local: info.local,
         body_len,
         has_body,
@@ -162,9 +156,12 @@ async fn forward_inner(
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
     };
 
+    let queued_at = Instant::now();
     let (app, mut conn) = deliver(route, app, &meta, headers, &chunks).await?;
     drop(chunks);
     conn.worker.note_request();
+    let sent_at = Instant::now();
+    context.timing.set_queued(sent_at - queued_at);
 
     let deadline = Instant::now() + app.config.timeout;
     let head = match timeout_at(deadline, read_frame(&mut conn)).await {
@@ -177,6 +174,7 @@ async fn forward_inner(
         }
         Ok(Ok(Some(Frame::ResponseHead(head)))) => head,
         Ok(Ok(Some(Frame::Error(_, message)))) => {
+            context.timing.set_python(sent_at.elapsed());
             tracing::error!(app = %app.config.name, request_id,
                 "app failed before responding: {} (traceback in the app's log above)", String::from_utf8_lossy(&message));
             return Err(GatewayError::AppFailed);
@@ -193,7 +191,7 @@ async fn forward_inner(
             return Err(GatewayError::WorkerGone);
         }
     };
-    respond(&app, conn, head, request_id)
+    respond(&app, conn, head, context, sent_at)
 }
 
 /// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
@@ -307,8 +305,10 @@ fn respond(
     app: &AppState,
     mut conn: Conn,
     head: ResponseHead,
-    request_id: &str,
+    context: &Arc<RequestContext>,
+    sent_at: Instant,
 ) -> Result<Response, GatewayError> {
+    let request_id = context.id_str();
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::from_u16(head.status).map_err(|_| {
         tracing::error!(app = %app.config.name, request_id, "app sent status {}", head.status);
@@ -356,6 +356,7 @@ fn respond(
                     }
                 };
                 release(conn);
+                context.timing.set_python(sent_at.elapsed());
                 return Ok(response);
             }
             Ok(None) => break,
@@ -366,7 +367,7 @@ fn respond(
     let (tx, rx) = mpsc::channel(PUMP_CHUNKS);
     let name = app.config.name.clone();
     let idle = app.config.timeout;
-    let request_id = request_id.to_owned();
+    let context = context.clone();
     tokio::spawn(async move {
         for chunk in early {
             if tx.send(Ok(chunk)).await.is_err() {
@@ -374,7 +375,10 @@ fn respond(
                 return;
             }
         }
-        pump(conn, tx, &name, &request_id, idle).await;
+        pump(conn, &tx, &name, context.id_str(), idle).await;
+        // Before `tx` goes: the client's body ends (and the access log is written) only then.
+        context.timing.set_python(sent_at.elapsed());
+        drop(tx);
     });
     *response.body_mut() = Body::new(ChannelBody { rx });
     Ok(response)
@@ -383,7 +387,7 @@ fn respond(
 /// Moves body frames from the worker to the client's body channel until the end frame.
 async fn pump(
     mut conn: Conn,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
     app: &str,
     request_id: &str,
     idle: Duration,

@@ -6,17 +6,23 @@
 //! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
 //!   scale, stop).
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
+//! - `context`: what a request carries through the gateway (its id, the real client after
+//!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
+//!   writes the `access_log` line.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `error`: request errors and the one place they become responses.
 //! - `shutdown`: the signals the gateway answers.
 
+mod access_log;
 pub mod config;
+mod context;
 mod error;
 mod forward;
 mod gateway;
 mod pool;
+mod proxy;
 mod server;
 mod shutdown;
 mod supervisor;

@@ -13,11 +13,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::context;
 use crate::forward::{forward, ConnInfo, Route};
 
 /// The router of one app; built without a socket so tests could drive it directly.
 pub(crate) fn app_router(route: Arc<Route>) -> Router {
-    Router::new().fallback(any(forward)).with_state(route)
+    Router::new()
+        .fallback(any(forward))
+        .layer(axum::middleware::from_fn_with_state(
+            route.clone(),
+            context::observe,
+        ))
+        .with_state(route)
 }
 
 pub(crate) async fn accept_loop(

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
-use sluice_proto::RequestHead;
+use sluice_proto::{RequestHead, Scheme};
 
 use crate::app::App;
 
@@ -156,6 +156,10 @@ pub(crate) fn build<'py>(
     let input = app.bytes_io.bind(py).call1((body,))?;
     env.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
     env.set_item(intern!(py, "wsgi.url_scheme"), head.scheme.as_str())?;
+    if head.scheme == Scheme::Https {
+        // What CGI servers set and some apps check instead of wsgi.url_scheme.
+        env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+    }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
     env.set_item(

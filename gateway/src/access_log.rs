@@ -1,0 +1,202 @@
+//! The access log: one line per request on stdout, in nginx's and gunicorn's combined format
+//! (with sluice's fields appended as `key=value`) or as one JSON object per line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Version};
+
+use crate::config::AccessLog;
+use crate::context::RequestContext;
+
+/// What the line is made of, gathered as the request passes (see `context::observe`).
+pub(crate) struct AccessRecord {
+    pub(crate) format: AccessLog,
+    pub(crate) app: String,
+    pub(crate) method: Method,
+    pub(crate) target: String,
+    pub(crate) version: Version,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    /// The TCP peer (a proxy, when the client came through one).
+    pub(crate) peer: SocketAddr,
+    pub(crate) started: Instant,
+    pub(crate) context: Arc<RequestContext>,
+    pub(crate) status: u16,
+}
+
+/// Writes the line for a finished response that sent `bytes` body bytes.
+pub(crate) fn write(record: &AccessRecord, bytes: u64) {
+    let now = time::OffsetDateTime::now_utc();
+    let total = record.started.elapsed();
+    let line = match record.format {
+        AccessLog::Off => return,
+        AccessLog::Combined => combined(record, bytes, now, total),
+        AccessLog::Json => json(record, bytes, now, total),
+    };
+    // One write per line, so lines from concurrent requests never interleave.
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
+/// "$http_user_agent"`, then `app= rid= total_ms= queue_ms= python_ms= peer=`; a request that
+/// never reached Python (static file, rejected) has `-` for the Python times.
+fn combined(
+    record: &AccessRecord,
+    bytes: u64,
+    now: time::OffsetDateTime,
+    total: Duration,
+) -> String {
+    const CLF: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+    );
+    let timing = &record.context.timing;
+    let opt_ms =
+        |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", ms(d)));
+    format!(
+        "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer}\n",
+        client = record.context.client.ip(),
+        time = now.format(CLF).unwrap_or_default(),
+        method = escape(record.method.as_str().as_bytes()),
+        target = escape(record.target.as_bytes()),
+        version = version_str(record.version),
+        status = record.status,
+        referer = record.referer.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
+        agent = record.user_agent.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
+        app = record.app,
+        rid = record.context.id_str(),
+        total = ms(total),
+        queue = opt_ms(timing.queued()),
+        python = opt_ms(timing.python()),
+        peer = record.peer,
+    )
+}
+
+fn json(record: &AccessRecord, bytes: u64, now: time::OffsetDateTime, total: Duration) -> String {
+    let timing = &record.context.timing;
+    let (path, query) = match record.target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (record.target.as_str(), None),
+    };
+    let lossy = |v: &Option<HeaderValue>| {
+        v.as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let round = |d: Duration| (ms(d) * 1000.0).round() / 1000.0;
+    let mut line = serde_json::json!({
+        "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "app": record.app,
+        "request_id": record.context.id_str(),
+        "client": record.context.client.ip().to_string(),
+        "peer": record.peer.to_string(),
+        "method": record.method.as_str(),
+        "path": path,
+        "query": query,
+        "protocol": version_str(record.version),
+        "status": record.status,
+        "bytes": bytes,
+        "total_ms": round(total),
+        "queue_ms": timing.queued().map(round),
+        "python_ms": timing.python().map(round),
+        "referer": lossy(&record.referer),
+        "user_agent": lossy(&record.user_agent),
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+/// nginx's escaping for the quoted fields: `"`, `\` and bytes outside printable ASCII as `\xHH`,
+/// so a client cannot forge a second log line or break the quoting.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            out.push_str(&format!("\\x{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Timing;
+
+    fn record(format: AccessLog) -> AccessRecord {
+        let context = Arc::new(RequestContext {
+            id: HeaderValue::from_static("abc-123"),
+            client: "203.0.113.7:0".parse().unwrap(),
+            scheme: sluice_proto::Scheme::Https,
+            timing: Timing::default(),
+        });
+        context.timing.set_queued(Duration::from_micros(250));
+        context.timing.set_python(Duration::from_micros(12_345));
+        AccessRecord {
+            format,
+            app: "shop".into(),
+            method: Method::GET,
+            target: "/a?b=\"c\"".into(),
+            version: Version::HTTP_11,
+            referer: None,
+            user_agent: Some(HeaderValue::from_static("curl/8.0")),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            started: Instant::now(),
+            context,
+            status: 200,
+        }
+    }
+
+    #[test]
+    fn combined_lines_escape_and_carry_the_times() {
+        let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
+        let line = combined(
+            &record(AccessLog::Combined),
+            13,
+            now,
+            Duration::from_micros(13_000),
+        );
+        assert_eq!(
+            line,
+            "203.0.113.7 - - [23/Nov/2026:10:04:05 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app=shop rid=abc-123 total_ms=13.000 queue_ms=0.250 python_ms=12.345 peer=127.0.0.1:5000\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_are_one_object() {
+        let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
+        let line = json(
+            &record(AccessLog::Json),
+            13,
+            now,
+            Duration::from_micros(13_000),
+        );
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], "/a");
+        assert_eq!(v["query"], "b=\"c\"");
+        assert_eq!(v["request_id"], "abc-123");
+        assert_eq!(v["client"], "203.0.113.7");
+        assert_eq!(v["python_ms"], 12.345);
+        assert_eq!(v["referer"], serde_json::Value::Null);
+        assert_eq!(v["time"], "2026-11-23T10:04:05Z");
+    }
+}
