@@ -3,8 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderValue, Method, Version};
 
@@ -22,19 +21,24 @@ pub(crate) struct AccessRecord {
     pub(crate) user_agent: Option<HeaderValue>,
     /// The TCP peer (a proxy, when the client came through one).
     pub(crate) peer: SocketAddr,
-    pub(crate) started: Instant,
-    pub(crate) context: Arc<RequestContext>,
-    pub(crate) status: u16,
 }
 
-/// Writes the line for a finished response that sent `bytes` body bytes.
-pub(crate) fn write(record: &AccessRecord, bytes: u64) {
+/// How a request ended, for its line.
+pub(crate) struct Outcome<'a> {
+    pub(crate) context: &'a RequestContext,
+    pub(crate) status: u16,
+    /// Body bytes sent.
+    pub(crate) bytes: u64,
+    pub(crate) total: Duration,
+}
+
+/// Writes the line for a finished response.
+pub(crate) fn write(record: &AccessRecord, outcome: &Outcome<'_>) {
     let now = time::OffsetDateTime::now_utc();
-    let total = record.started.elapsed();
     let line = match record.format {
         AccessLog::Off => return,
-        AccessLog::Combined => combined(record, bytes, now, total),
-        AccessLog::Json => json(record, bytes, now, total),
+        AccessLog::Combined => combined(record, outcome, now),
+        AccessLog::Json => json(record, outcome, now),
     };
     // One write per line, so lines from concurrent requests never interleave.
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
@@ -57,39 +61,35 @@ fn ms(d: Duration) -> f64 {
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
 /// "$http_user_agent"`, then `app= rid= total_ms= queue_ms= python_ms= peer=`; a request that
 /// never reached Python (static file, rejected) has `-` for the Python times.
-fn combined(
-    record: &AccessRecord,
-    bytes: u64,
-    now: time::OffsetDateTime,
-    total: Duration,
-) -> String {
+fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime) -> String {
     const CLF: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
         "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
     );
-    let timing = &record.context.timing;
+    let timing = &outcome.context.timing;
     let opt_ms =
         |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", ms(d)));
     format!(
         "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer}\n",
-        client = record.context.client.ip(),
+        client = outcome.context.client.ip(),
         time = now.format(CLF).unwrap_or_default(),
         method = escape(record.method.as_str().as_bytes()),
         target = escape(record.target.as_bytes()),
         version = version_str(record.version),
-        status = record.status,
+        status = outcome.status,
+        bytes = outcome.bytes,
         referer = record.referer.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
         agent = record.user_agent.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
         app = record.app,
-        rid = record.context.id_str(),
-        total = ms(total),
+        rid = outcome.context.id_str(),
+        total = ms(outcome.total),
         queue = opt_ms(timing.queued()),
         python = opt_ms(timing.python()),
         peer = record.peer,
     )
 }
 
-fn json(record: &AccessRecord, bytes: u64, now: time::OffsetDateTime, total: Duration) -> String {
-    let timing = &record.context.timing;
+fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime) -> String {
+    let timing = &outcome.context.timing;
     let (path, query) = match record.target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (record.target.as_str(), None),
@@ -102,16 +102,16 @@ fn json(record: &AccessRecord, bytes: u64, now: time::OffsetDateTime, total: Dur
     let mut line = serde_json::json!({
         "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "app": record.app,
-        "request_id": record.context.id_str(),
-        "client": record.context.client.ip().to_string(),
+        "request_id": outcome.context.id_str(),
+        "client": outcome.context.client.ip().to_string(),
         "peer": record.peer.to_string(),
         "method": record.method.as_str(),
         "path": path,
         "query": query,
         "protocol": version_str(record.version),
-        "status": record.status,
-        "bytes": bytes,
-        "total_ms": round(total),
+        "status": outcome.status,
+        "bytes": outcome.bytes,
+        "total_ms": round(outcome.total),
         "queue_ms": timing.queued().map(round),
         "python_ms": timing.python().map(round),
         "referer": lossy(&record.referer),
@@ -141,15 +141,28 @@ mod tests {
     use super::*;
     use crate::context::Timing;
 
-    fn record(format: AccessLog) -> AccessRecord {
-        let context = Arc::new(RequestContext {
+    fn context() -> RequestContext {
+        let context = RequestContext {
             id: HeaderValue::from_static("abc-123"),
             client: "203.0.113.7:0".parse().unwrap(),
             scheme: sluice_proto::Scheme::Https,
             timing: Timing::default(),
-        });
+        };
         context.timing.set_queued(Duration::from_micros(250));
         context.timing.set_python(Duration::from_micros(12_345));
+        context
+    }
+
+    fn outcome(context: &RequestContext) -> Outcome<'_> {
+        Outcome {
+            context,
+            status: 200,
+            bytes: 13,
+            total: Duration::from_micros(13_000),
+        }
+    }
+
+    fn record(format: AccessLog) -> AccessRecord {
         AccessRecord {
             format,
             app: "shop".into(),
@@ -159,21 +172,14 @@ mod tests {
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),
             peer: "127.0.0.1:5000".parse().unwrap(),
-            started: Instant::now(),
-            context,
-            status: 200,
         }
     }
 
     #[test]
     fn combined_lines_escape_and_carry_the_times() {
         let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
-        let line = combined(
-            &record(AccessLog::Combined),
-            13,
-            now,
-            Duration::from_micros(13_000),
-        );
+        let context = context();
+        let line = combined(&record(AccessLog::Combined), &outcome(&context), now);
         assert_eq!(
             line,
             "203.0.113.7 - - [23/Nov/2026:10:04:05 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app=shop rid=abc-123 total_ms=13.000 queue_ms=0.250 python_ms=12.345 peer=127.0.0.1:5000\n"
@@ -183,12 +189,8 @@ mod tests {
     #[test]
     fn json_lines_are_one_object() {
         let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
-        let line = json(
-            &record(AccessLog::Json),
-            13,
-            now,
-            Duration::from_micros(13_000),
-        );
+        let context = context();
+        let line = json(&record(AccessLog::Json), &outcome(&context), now);
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["path"], "/a");

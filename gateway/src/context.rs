@@ -1,7 +1,8 @@
 //! The context a request carries through the gateway: its id, who the client really is (after
 //! believing trusted proxies), and the times its access-log line is made of. [`observe`] is the
-//! middleware around each app's router that sets it up, puts the id on the response, and writes
-//! the access-log line when the response body is done (sent, cut off or abandoned).
+//! middleware around each app's router that sets it up, puts the id on the response, and, when
+//! the response body is done (sent, cut off or abandoned), counts the request in the app's
+//! metrics and writes its access-log line.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +22,7 @@ use sluice_proto::Scheme;
 use crate::access_log::{self, AccessRecord};
 use crate::config::AccessLog;
 use crate::forward::{ConnInfo, Route};
+use crate::metrics::AppMetrics;
 use crate::proxy;
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -148,7 +150,7 @@ pub(crate) async fn observe(
     });
     request.extensions_mut().insert(context.clone());
 
-    let record = (edge.access_log != AccessLog::Off).then(|| AccessRecord {
+    let access = (edge.access_log != AccessLog::Off).then(|| AccessRecord {
         format: edge.access_log,
         app: app.config.name.clone(),
         method: request.method().clone(),
@@ -157,25 +159,29 @@ pub(crate) async fn observe(
         referer: request.headers().get(http::header::REFERER).cloned(),
         user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
         peer: info.peer,
-        started,
-        context: context.clone(),
-        status: 0,
     });
+    let metrics = app.metrics.clone();
     drop(app);
 
+    // Dropped with the body, or here if the client leaves before there is a response.
+    let in_flight = InFlight::new(&metrics);
     let mut response = next.run(request).await;
     response.headers_mut().insert(X_REQUEST_ID, id);
-    if let Some(mut record) = record {
-        record.status = response.status().as_u16();
-        response = response.map(|inner| {
-            Body::new(ObservedBody {
-                inner,
-                bytes: 0,
-                record: Some(record),
-            })
-        });
-    }
-    response
+    let status = response.status().as_u16();
+    response.map(|inner| {
+        Body::new(ObservedBody {
+            inner,
+            bytes: 0,
+            done: Some(Done {
+                started,
+                context,
+                status,
+                metrics,
+                access,
+                _in_flight: in_flight,
+            }),
+        })
+    })
 }
 
 /// A response body that counts what it yields and writes the access-log line when dropped,
@@ -183,7 +189,33 @@ pub(crate) async fn observe(
 struct ObservedBody {
     inner: Body,
     bytes: u64,
-    record: Option<AccessRecord>,
+    done: Option<Done>,
+}
+
+/// What is recorded when the body is done.
+struct Done {
+    started: Instant,
+    context: Arc<RequestContext>,
+    status: u16,
+    metrics: Arc<AppMetrics>,
+    access: Option<AccessRecord>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `requests_in_flight` for as long as it lives.
+struct InFlight(Arc<AppMetrics>);
+
+impl InFlight {
+    fn new(metrics: &Arc<AppMetrics>) -> InFlight {
+        metrics.in_flight.inc();
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 impl http_body::Body for ObservedBody {
@@ -214,8 +246,18 @@ impl http_body::Body for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
-            access_log::write(&record, self.bytes);
+        let Some(done) = self.done.take() else { return };
+        let total = done.started.elapsed();
+        let timing = &done.context.timing;
+        done.metrics.observe(done.status, total, timing.queued());
+        if let Some(access) = &done.access {
+            let outcome = access_log::Outcome {
+                context: &done.context,
+                status: done.status,
+                bytes: self.bytes,
+                total,
+            };
+            access_log::write(access, &outcome);
         }
     }
 }

@@ -34,6 +34,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use crate::config::AppConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 
 /// How many body chunks (each at most `MAX_CHUNK_BYTES`) a response may run ahead of its client.
@@ -63,6 +64,25 @@ pub(crate) struct AppState {
     pub(crate) stop_grace_ms: std::sync::atomic::AtomicU64,
     pub(crate) pool: Pool,
     pub(crate) workers: Arc<Workers>,
+    pub(crate) metrics: Arc<AppMetrics>,
+    /// Requests in Python now: handed to a worker and not yet fully answered.
+    pub(crate) busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as busy in Python for as long as it lives.
+struct Busy(Arc<AppState>);
+
+impl Busy {
+    fn new(app: &Arc<AppState>) -> Busy {
+        app.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(app.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
@@ -162,6 +182,7 @@ async fn forward_inner(
     conn.worker.note_request();
     let sent_at = Instant::now();
     context.timing.set_queued(sent_at - queued_at);
+    let busy = Busy::new(&app);
 
     let deadline = Instant::now() + app.config.timeout;
     let head = match timeout_at(deadline, read_frame(&mut conn)).await {
@@ -191,7 +212,7 @@ async fn forward_inner(
             return Err(GatewayError::WorkerGone);
         }
     };
-    respond(&app, conn, head, context, sent_at)
+    respond(&app, conn, head, context, sent_at, busy)
 }
 
 /// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
@@ -307,6 +328,7 @@ fn respond(
     head: ResponseHead,
     context: &Arc<RequestContext>,
     sent_at: Instant,
+    busy: Busy,
 ) -> Result<Response, GatewayError> {
     let request_id = context.id_str();
     let mut response = Response::new(Body::empty());
@@ -378,6 +400,7 @@ fn respond(
         pump(conn, &tx, &name, context.id_str(), idle).await;
         // Before `tx` goes: the client's body ends (and the access log is written) only then.
         context.timing.set_python(sent_at.elapsed());
+        drop(busy);
         drop(tx);
     });
     *response.body_mut() = Body::new(ChannelBody { rx });

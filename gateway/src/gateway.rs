@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,10 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::forward::Route;
+use crate::metrics::Metrics;
 use crate::server;
 use crate::shutdown::{Signal, Signals, Stop};
 use crate::supervisor::{self, AppHandle, RunDir, StartError};
@@ -81,9 +84,43 @@ impl Bind {
     }
 }
 
+/// The admin bind: its listener task and what its endpoints read.
+struct AdminBind {
+    state: Arc<Admin>,
+    accepting: CancellationToken,
+    accept_loop: JoinHandle<()>,
+}
+
+impl AdminBind {
+    fn open(listener: TcpListener, state: Arc<Admin>) -> anyhow::Result<AdminBind> {
+        let addr = listener.local_addr()?;
+        let accepting = CancellationToken::new();
+        let accept_loop = tokio::spawn(server::accept_loop(
+            listener,
+            admin::router(state.clone()),
+            Arc::new(GracefulShutdown::new()),
+            accepting.clone(),
+        ));
+        tracing::info!(addr = %addr, "admin listening");
+        Ok(AdminBind {
+            state,
+            accepting,
+            accept_loop,
+        })
+    }
+
+    fn publish(&self, apps: &[AppHandle]) {
+        self.state
+            .apps
+            .store(Arc::new(apps.iter().map(|a| a.state.clone()).collect()));
+    }
+}
+
 struct Gateway {
     config: Config,
     rundir: Arc<RunDir>,
+    metrics: Arc<Metrics>,
+    admin: Option<AdminBind>,
     apps: Vec<AppHandle>,
     binds: Vec<Bind>,
     /// Old generations and closed binds still draining.
@@ -132,14 +169,15 @@ async fn start_apps(
     config: &Config,
     first_index: usize,
     rundir: &Arc<RunDir>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Vec<AppHandle>, (String, StartError)> {
     let tasks: Vec<_> = config
         .apps
         .iter()
         .enumerate()
         .map(|(i, app)| {
-            let (app, rundir) = (app.clone(), rundir.clone());
-            tokio::spawn(supervisor::start_app(app, first_index + i, rundir))
+            let (app, rundir, metrics) = (app.clone(), rundir.clone(), metrics.clone());
+            tokio::spawn(supervisor::start_app(app, first_index + i, rundir, metrics))
         })
         .collect();
     let mut started = Vec::new();
@@ -172,13 +210,31 @@ impl Gateway {
                 listeners.push((BindKey::new(*addr, &app.name, position), listener));
             }
         }
-        let apps = start_apps(&config, 0, &rundir)
+        let metrics = Arc::new(Metrics::new());
+        // The admin bind answers /healthz while the apps start; /readyz says not yet.
+        let admin = match config.admin {
+            Some(addr) => {
+                let listener =
+                    bind(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
+                Some(AdminBind::open(
+                    listener,
+                    Arc::new(Admin::new(metrics.clone())),
+                )?)
+            }
+            None => None,
+        };
+        let apps = start_apps(&config, 0, &rundir, &metrics)
             .await
             .map_err(|(name, err)| anyhow::anyhow!("app {name} failed to start: {err}"))?;
+        if let Some(admin) = &admin {
+            admin.publish(&apps);
+        }
         let mut gateway = Gateway {
             next_app_index: config.apps.len(),
             config,
             rundir,
+            metrics,
+            admin,
             apps,
             binds: Vec::new(),
             draining: JoinSet::new(),
@@ -225,7 +281,11 @@ impl Gateway {
                 }
             }
         }
-        let apps = match start_apps(&config, self.next_app_index, &self.rundir).await {
+        if config.admin != self.config.admin {
+            tracing::warn!("reload: a changed `admin` bind takes effect at the next start");
+        }
+        let apps = match start_apps(&config, self.next_app_index, &self.rundir, &self.metrics).await
+        {
             Ok(apps) => apps,
             Err((name, err)) => {
                 tracing::error!(app = %name, "reload: the app failed to start, so the running workers go on serving:\n{err}");
@@ -258,6 +318,9 @@ impl Gateway {
             .partition(|b| keep.contains(&b.key));
         self.binds = kept;
         let old_apps = std::mem::replace(&mut self.apps, apps);
+        if let Some(admin) = &self.admin {
+            admin.publish(&self.apps);
+        }
         let wait = old_apps
             .iter()
             .map(|a| a.state.config.graceful_timeout)
@@ -279,6 +342,9 @@ impl Gateway {
     /// requests, and the workers get what is left of it.
     async fn stop(mut self, how: Stop) {
         tracing::info!("stopping ({how:?})");
+        if let Some(admin) = &self.admin {
+            admin.state.stopping.store(true, Ordering::Relaxed);
+        }
         let wait = match how {
             Stop::Graceful => self
                 .apps
@@ -308,6 +374,10 @@ impl Gateway {
             self.draining.abort_all();
         }
         while self.draining.join_next().await.is_some() {}
+        if let Some(admin) = self.admin.take() {
+            admin.accepting.cancel();
+            let _ = admin.accept_loop.await;
+        }
         tracing::info!("stopped");
     }
 }

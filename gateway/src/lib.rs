@@ -12,15 +12,19 @@
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
+//! - `metrics` and `admin`: the per-app metrics and the admin bind that serves them with
+//!   `/healthz` and `/readyz`.
 //! - `error`: request errors and the one place they become responses.
 //! - `shutdown`: the signals the gateway answers.
 
 mod access_log;
+mod admin;
 pub mod config;
 mod context;
 mod error;
 mod forward;
 mod gateway;
+mod metrics;
 mod pool;
 mod proxy;
 mod server;

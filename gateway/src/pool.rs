@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     /// Signalled when `retire_after` is reached.
     pub(crate) retire: Notify,
     kill: tokio::sync::mpsc::UnboundedSender<Kill>,
+    /// Killed because a request ran past its timeout (for the restart reason).
+    timed_out: AtomicBool,
 }
 
 impl Worker {
@@ -65,11 +67,16 @@ impl Worker {
             retire_after,
             retire: Notify::new(),
             kill,
+            timed_out: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     pub(crate) fn served(&self) -> u64 {
@@ -91,6 +98,9 @@ impl Worker {
 
     /// Takes it out of rotation and has its reaper end it; the supervisor replaces it.
     pub(crate) fn kill(&self, how: Kill) {
+        if how == Kill::DumpThenKill {
+            self.timed_out.store(true, Ordering::Relaxed);
+        }
         self.alive.store(false, Ordering::Release);
         let _ = self.kill.send(how);
     }
@@ -122,6 +132,12 @@ impl Workers {
         if let Some(at) = list.iter().position(|w| w.pid == pid) {
             list.remove(at).alive.store(false, Ordering::Release);
         }
+    }
+
+    /// Workers in rotation now.
+    pub(crate) fn alive_count(&self) -> usize {
+        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter().filter(|w| w.is_alive()).count()
     }
 
     /// Reserves a connection slot on the least loaded worker that has one.

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AppConfig;
 use crate::forward::AppState;
+use crate::metrics::{Metrics, RestartReason};
 use crate::pool::{self, Kill, Worker, Workers};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -223,6 +224,7 @@ pub(crate) async fn start_app(
     config: AppConfig,
     index: usize,
     rundir: Arc<RunDir>,
+    metrics: Arc<Metrics>,
 ) -> Result<AppHandle, StartError> {
     let workers = Arc::new(Workers::default());
     let pool = pool::build(workers.clone(), config.workers * config.threads);
@@ -230,6 +232,8 @@ pub(crate) async fn start_app(
     let state = Arc::new(AppState {
         target_workers: AtomicUsize::new(count),
         stop_grace_ms: AtomicU64::new(millis(config.graceful_timeout)),
+        metrics: metrics.for_app(&config.name),
+        busy: AtomicUsize::new(0),
         config,
         pool,
         workers,
@@ -336,7 +340,7 @@ async fn run_slot(
                     stop_process(current, ctx.state.clone(), ctx.state.stop_grace()).await;
                     return;
                 }
-                _ = worker.retire.notified() => "max_requests",
+                _ = worker.retire.notified() => RestartReason::MaxRequests,
                 _ = limits.tick() => match worn_out(&worker, &ctx.state.config) {
                     Some(reason) => reason,
                     None => continue,
@@ -345,7 +349,8 @@ async fn run_slot(
             if hold_replacement_until.is_some_and(|until| Instant::now() < until) {
                 continue;
             }
-            tracing::info!(app = %name, pid = worker.pid, served = worker.served(), reason, "replacing worker");
+            tracing::info!(app = %name, pid = worker.pid, served = worker.served(), reason = reason.as_str(), "replacing worker");
+            ctx.state.metrics.restarted(reason);
             generation += 1;
             match start(&ctx, &stop, generation).await {
                 None => {
@@ -367,6 +372,11 @@ async fn run_slot(
             }
         };
         let lived = current.worker.started.elapsed();
+        ctx.state.metrics.restarted(if current.worker.timed_out() {
+            RestartReason::Timeout
+        } else {
+            RestartReason::Crash
+        });
         tracing::warn!(app = %name, pid = current.worker.pid, "worker exited ({status}); starting a replacement");
         crashes = if lived >= STABLE_AFTER {
             0
@@ -380,22 +390,22 @@ async fn run_slot(
 }
 
 /// Which recycling limit a serving worker has reached, if any.
-fn worn_out(worker: &Worker, config: &AppConfig) -> Option<&'static str> {
+fn worn_out(worker: &Worker, config: &AppConfig) -> Option<RestartReason> {
     if worker
         .retire_after()
         .is_some_and(|limit| worker.served() >= limit)
     {
-        return Some("max_requests");
+        return Some(RestartReason::MaxRequests);
     }
     if config
         .worker_lifetime
         .is_some_and(|age| worker.started.elapsed() >= age)
     {
-        return Some("worker_lifetime");
+        return Some(RestartReason::WorkerLifetime);
     }
     if let Some(max) = config.max_rss {
         if rss_bytes(worker.pid).is_some_and(|rss| rss > max) {
-            return Some("max_rss");
+            return Some(RestartReason::MaxRss);
         }
     }
     None

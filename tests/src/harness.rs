@@ -488,6 +488,19 @@ impl SluiceHandle {
             .unwrap_or_else(|| panic!("no bind for app {name:?}; binds: {:?}", self.binds))
     }
 
+    /// The admin bind's address (`--admin` / `admin:`), from its `admin listening` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.log()
+            .iter()
+            .filter_map(|line| {
+                let tail = &line[line.find("admin listening")?..];
+                let at = tail.find("addr=")? + "addr=".len();
+                tail[at..].split_whitespace().next()?.parse().ok()
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no `admin listening` line in:\n{}", self.log_text()))
+    }
+
     /// Every `(app, addr)` that logged `listening`.
     pub fn binds(&self) -> &[(String, SocketAddr)] {
         &self.binds
