@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::forward::Route;
 use crate::server;
@@ -50,7 +51,12 @@ struct Bind {
 }
 
 impl Bind {
-    fn open(key: BindKey, listener: TcpListener, app: &AppHandle) -> anyhow::Result<Bind> {
+    fn open(
+        key: BindKey,
+        listener: TcpListener,
+        app: &AppHandle,
+        limit: &Arc<ConnectionLimit>,
+    ) -> anyhow::Result<Bind> {
         let addr = listener.local_addr()?;
         let route = Arc::new(Route::new(app.state.clone()));
         let accepting = CancellationToken::new();
@@ -58,6 +64,7 @@ impl Bind {
         let accept_loop = tokio::spawn(server::accept_loop(
             listener,
             server::app_router(route.clone()),
+            limit.clone(),
             graceful.clone(),
             accepting.clone(),
         ));
@@ -86,6 +93,8 @@ struct Gateway {
     rundir: Arc<RunDir>,
     apps: Vec<AppHandle>,
     binds: Vec<Bind>,
+    /// Client connections open across every bind, against `max_connections`.
+    connections: Arc<ConnectionLimit>,
     /// Old generations and closed binds still draining.
     draining: JoinSet<()>,
     /// Numbers each app of each generation, keeping their socket names apart.
@@ -163,6 +172,7 @@ async fn start_apps(
 
 impl Gateway {
     async fn start(config: Config, rundir: Arc<RunDir>) -> anyhow::Result<Gateway> {
+        admission::raise_open_file_limit(&config);
         // Bind first: a taken port fails in milliseconds, before any Python starts.
         let mut listeners = Vec::new();
         for app in &config.apps {
@@ -177,6 +187,7 @@ impl Gateway {
             .map_err(|(name, err)| anyhow::anyhow!("app {name} failed to start: {err}"))?;
         let mut gateway = Gateway {
             next_app_index: config.apps.len(),
+            connections: ConnectionLimit::new(config.max_connections),
             config,
             rundir,
             apps,
@@ -186,9 +197,8 @@ impl Gateway {
         let mut listeners = listeners.into_iter();
         for (index, app) in gateway.config.apps.iter().enumerate() {
             for (key, listener) in listeners.by_ref().take(app.binds.len()) {
-                gateway
-                    .binds
-                    .push(Bind::open(key, listener, &gateway.apps[index])?);
+                let bind = Bind::open(key, listener, &gateway.apps[index], &gateway.connections)?;
+                gateway.binds.push(bind);
             }
         }
         Ok(gateway)
@@ -244,7 +254,7 @@ impl Gateway {
                     bind.route.store(apps[index].state.clone());
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
-                    match Bind::open(key, listener, &apps[index]) {
+                    match Bind::open(key, listener, &apps[index], &self.connections) {
                         Ok(bind) => self.binds.push(bind),
                         Err(err) => {
                             tracing::error!(app = %app.name, "reload: cannot open {addr}: {err}")
@@ -271,6 +281,8 @@ impl Gateway {
             let grace = app.state.config.graceful_timeout;
             self.draining.spawn(app.stop(grace));
         }
+        admission::raise_open_file_limit(&config);
+        self.connections.set_max(config.max_connections);
         self.config = config;
         tracing::info!("reload: done; the previous workers are finishing their requests");
     }

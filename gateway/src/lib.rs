@@ -6,12 +6,14 @@
 //! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
 //!   scale, stop).
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
+//! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `error`: request errors and the one place they become responses.
 //! - `shutdown`: the signals the gateway answers.
 
+mod admission;
 pub mod config;
 mod error;
 mod forward;

@@ -1,5 +1,6 @@
 //! Accepting connections on each bind and serving HTTP/1.1 on them with the app's router.
 //! A failing connection is logged inside its own task and never ends the accept loop.
+//! Every bind takes its connections from the gateway-wide [`ConnectionLimit`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::admission::ConnectionLimit;
 use crate::forward::{forward, ConnInfo, Route};
 
 /// The router of one app; built without a socket so tests could drive it directly.
@@ -23,22 +25,29 @@ pub(crate) fn app_router(route: Arc<Route>) -> Router {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    limit: Arc<ConnectionLimit>,
     graceful: Arc<GracefulShutdown>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
     loop {
-        let (stream, peer) = tokio::select! {
+        // At the cap, wait here without accepting: the kernel queues the newcomers.
+        let slot = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Usually EMFILE: pause briefly rather than spin, then go on accepting.
-                    tracing::warn!(addr = ?local, "accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            slot = limit.admit() => slot,
+        };
+        let (stream, peer) = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => break accepted,
+                    Err(err) => {
+                        // Usually EMFILE: pause briefly rather than spin, then go on accepting.
+                        tracing::warn!(addr = ?local, "accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
         };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
@@ -59,6 +68,7 @@ pub(crate) async fn accept_loop(
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, "connection ended: {err}");
             }
+            drop(slot);
         });
     }
 }
