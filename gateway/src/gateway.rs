@@ -63,6 +63,7 @@ impl Bind {
         let graceful = Arc::new(GracefulShutdown::new());
         let accept_loop = tokio::spawn(server::accept_loop(
             listener,
+            route.clone(),
             server::app_router(route.clone()),
             limit.clone(),
             graceful.clone(),

@@ -7,6 +7,7 @@
 //!   scale, stop).
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
+//! - `clock`: a client connection's header and keep-alive timeouts.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
@@ -14,6 +15,7 @@
 //! - `shutdown`: the signals the gateway answers.
 
 mod admission;
+mod clock;
 pub mod config;
 mod error;
 mod forward;

@@ -1,6 +1,8 @@
 //! Accepting connections on each bind and serving HTTP/1.1 on them with the app's router.
 //! A failing connection is logged inside its own task and never ends the accept loop.
-//! Every bind takes its connections from the gateway-wide [`ConnectionLimit`].
+//! Every bind takes its connections from the gateway-wide [`ConnectionLimit`], and each
+//! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
+//! was accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::admission::ConnectionLimit;
+use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::forward::{forward, ConnInfo, Route};
 
 /// The router of one app; built without a socket so tests could drive it directly.
@@ -24,6 +27,7 @@ pub(crate) fn app_router(route: Arc<Route>) -> Router {
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    route: Arc<Route>,
     router: Router,
     limit: Arc<ConnectionLimit>,
     graceful: Arc<GracefulShutdown>,
@@ -54,15 +58,32 @@ pub(crate) async fn accept_loop(
             peer,
             local: stream.local_addr().ok().or(local).unwrap_or(peer),
         };
+        let timeouts = {
+            let app = route.load();
+            Timeouts {
+                header: app.config.edge.header_timeout,
+                keepalive: app.config.edge.keepalive,
+            }
+        };
+        let io = ClockedIo::new(stream, timeouts);
+        let phase = io.phase();
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(info);
-            router.clone().oneshot(request)
+            phase.serving();
+            let phase = phase.clone();
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| EndsPhase::new(body, phase)))
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            // `ClockedIo` keeps the header and keep-alive timeouts.
+            .header_read_timeout(None)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
