@@ -73,7 +73,8 @@ pub struct EdgeConfig {
     /// next request.
     pub keepalive: Duration,
     /// Slowest request body upload accepted, in bytes per second, averaged from the end of the
-    /// head (0: no minimum). A body slower than this is cut off with 408.
+    /// head after a few seconds' grace (0: no minimum). A body slower than this is cut off with
+    /// 408.
     pub min_body_rate: u64,
     /// Response body bytes the gateway holds per response for a client that reads slower than
     /// the app writes; the app's thread is free once the rest fits in this.

@@ -8,6 +8,7 @@
 //! client, and a client that leaves closes the worker connection, which ends the app's iteration
 //! (and calls its `close()`).
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +22,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
-use http_body::Frame as BodyFrame;
-use http_body_util::BodyExt;
+use http_body::{Body as _, Frame as BodyFrame};
 use sluice_proto::{
     decode, encode_request_head, frame_header, Frame, HttpVersion, Kind, RequestMeta, ResponseHead,
     Scheme, MAX_CHUNK_BYTES,
@@ -131,7 +131,7 @@ async fn forward_inner(
         return Err(GatewayError::BodyTooLarge);
     }
     let has_body = declared.is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let (chunks, body_len) = read_body(body, max_body).await?;
+    let (chunks, body_len) = read_body(body, max_body, app.config.edge.min_body_rate).await?;
     // The body may have taken a while: serve it with whatever generation of the app is current.
     let app = route.load_full();
 
@@ -196,11 +196,49 @@ async fn forward_inner(
     respond(&app, conn, head, request_id)
 }
 
+/// How long a request body may lag behind `min_body_rate` before it is cut off: the credit a
+/// client has for a slow start (TCP's, a phone waking its radio) or a pause.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
 /// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
-async fn read_body(mut body: Body, max_body: u64) -> Result<(Vec<Bytes>, u64), GatewayError> {
+///
+/// With a `min_rate` (bytes per second; 0 is none), the body must keep up with that rate from
+/// the moment its head was read, less a [`BODY_RATE_GRACE`]: by `t` seconds in it must have
+/// sent `min_rate × (t − grace)` bytes, so its average rate tends to `min_rate`. A body that
+/// falls behind gets 408 and the connection is closed; none of it reaches Python.
+async fn read_body(
+    mut body: Body,
+    max_body: u64,
+    min_rate: u64,
+) -> Result<(Vec<Bytes>, u64), GatewayError> {
+    let began = Instant::now();
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
+    // Armed only when the body makes us wait, so a body that is already here (or none at all)
+    // never touches the timer.
+    let mut late: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Ok(frame));
+            }
+            if min_rate == 0 {
+                return Poll::Pending;
+            }
+            let due = began
+                + BODY_RATE_GRACE
+                + Duration::from_millis(total.saturating_mul(1000) / min_rate);
+            let timer = late.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(GatewayError::BodyTooSlow))
+        })
+        .await?;
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|_| GatewayError::BadBody)?;
         if let Ok(data) = frame.into_data() {
             total += data.len() as u64;

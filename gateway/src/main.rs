@@ -98,7 +98,8 @@ struct ServeArgs {
     /// How long an idle keep-alive connection waits for the first byte of its next request.
     #[arg(long, default_value = "5s", value_parser = config::parse_duration)]
     keepalive: std::time::Duration,
-    /// Slowest request body upload accepted, bytes per second (0: no minimum).
+    /// Slowest request body upload accepted, bytes per second averaged after a 5 s grace
+    /// (0: no minimum).
     #[arg(long, default_value = "1KiB", value_parser = config::parse_size)]
     min_body_rate: u64,
     /// Response bytes held per response for a slow reader, so the app's thread is freed early.
