@@ -3,10 +3,11 @@
 //! back into HTTP.
 //!
 //! A response that arrives whole in the first read goes out as one body and its connection goes
-//! straight back to the pool. Anything longer is pumped by a task through a small bounded
-//! channel: the worker is read as fast as it writes, up to [`PUMP_CHUNKS`] chunks ahead of the
-//! client, and a client that leaves closes the worker connection, which ends the app's iteration
-//! (and calls its `close()`).
+//! straight back to the pool. Anything longer is pumped by a task through a channel bounded in
+//! bytes (`response_buffer`): the worker is read as fast as it writes, up to that many bytes ahead
+//! of the client, so a slow reader frees the Python thread as soon as the rest of the response
+//! fits. A client that leaves closes the worker connection, which ends the app's iteration (and
+//! calls its `close()`).
 
 use std::future::Future as _;
 use std::net::SocketAddr;
@@ -28,15 +29,13 @@ use sluice_proto::{
     Scheme, MAX_CHUNK_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::AppConfig;
 use crate::error::GatewayError;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 
-/// How many body chunks (each at most `MAX_CHUNK_BYTES`) a response may run ahead of its client.
-const PUMP_CHUNKS: usize = 16;
 /// Body bytes up to this size are copied into the request frame buffer; larger ones are written
 /// from their own buffers.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -401,31 +400,25 @@ fn respond(
             Ok(Some(_)) | Err(_) => break,
         }
     }
-    let (tx, rx) = mpsc::channel(PUMP_CHUNKS);
+    let (tx, body) = body_channel(app.config.edge.response_buffer);
     let name = app.config.name.clone();
     let idle = app.config.timeout;
     let request_id = request_id.to_owned();
     tokio::spawn(async move {
         for chunk in early {
-            if tx.send(Ok(chunk)).await.is_err() {
+            if tx.send(chunk).await.is_err() {
                 retire(conn);
                 return;
             }
         }
         pump(conn, tx, &name, &request_id, idle).await;
     });
-    *response.body_mut() = Body::new(ChannelBody { rx });
+    *response.body_mut() = Body::new(body);
     Ok(response)
 }
 
 /// Moves body frames from the worker to the client's body channel until the end frame.
-async fn pump(
-    mut conn: Conn,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    app: &str,
-    request_id: &str,
-    idle: Duration,
-) {
+async fn pump(mut conn: Conn, tx: BodySender, app: &str, request_id: &str, idle: Duration) {
     loop {
         let frame = match timeout(idle, read_frame(&mut conn)).await {
             Ok(Ok(Some(frame))) => frame,
@@ -440,7 +433,7 @@ async fn pump(
                     pid = conn.worker.pid,
                     "worker {why} in the middle of a response; cutting it off"
                 );
-                let _ = tx.send(Err(std::io::Error::other("worker gone"))).await;
+                tx.fail("worker gone");
                 retire(conn);
                 return;
             }
@@ -452,14 +445,14 @@ async fn pump(
                     "response stalled past the {idle:?} timeout; killing its worker"
                 );
                 conn.worker.kill(Kill::DumpThenKill);
-                let _ = tx.send(Err(std::io::Error::other("timeout"))).await;
+                tx.fail("timeout");
                 retire(conn);
                 return;
             }
         };
         match frame {
             Frame::ResponseBody(chunk) => {
-                if tx.send(Ok(chunk)).await.is_err() {
+                if tx.send(chunk).await.is_err() {
                     // The client left: closing the worker connection stops the app's iteration.
                     retire(conn);
                     return;
@@ -476,7 +469,7 @@ async fn pump(
                     "app failed after its response began: {}; cutting it off",
                     String::from_utf8_lossy(&message)
                 );
-                let _ = tx.send(Err(std::io::Error::other("app failed"))).await;
+                tx.fail("app failed");
                 release(conn);
                 return;
             }
@@ -486,7 +479,7 @@ async fn pump(
                     request_id,
                     "worker sent {other:?} inside a response body"
                 );
-                let _ = tx.send(Err(std::io::Error::other("protocol error"))).await;
+                tx.fail("protocol error");
                 retire(conn);
                 return;
             }
@@ -494,10 +487,59 @@ async fn pump(
     }
 }
 
+/// A response body channel holding at most `bound` bytes (at least one chunk, however large):
+/// the pump's side and the client's side.
+fn body_channel(bound: u64) -> (BodySender, ChannelBody) {
+    // The semaphore counts free bytes; u32 because that is what one acquire can take.
+    let bound = bound.clamp(1, u64::from(u32::MAX)) as usize;
+    let budget = Arc::new(Semaphore::new(bound));
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        BodySender {
+            tx,
+            budget: budget.clone(),
+            bound,
+        },
+        ChannelBody { rx, budget, bound },
+    )
+}
+
+/// The client has gone: its body was dropped.
+struct ClientGone;
+
+/// The pump's side of a response body channel.
+struct BodySender {
+    tx: mpsc::UnboundedSender<Result<Bytes, std::io::Error>>,
+    /// Free bytes in the channel.
+    budget: Arc<Semaphore>,
+    bound: usize,
+}
+
+impl BodySender {
+    /// Waits until `chunk` fits in the channel's bound, then queues it.
+    async fn send(&self, chunk: Bytes) -> Result<(), ClientGone> {
+        let cost = chunk.len().min(self.bound) as u32;
+        // Closed when the client's side is dropped, which also wakes a pump waiting here.
+        self.budget
+            .acquire_many(cost)
+            .await
+            .map_err(|_| ClientGone)?
+            .forget();
+        self.tx.send(Ok(chunk)).map_err(|_| ClientGone)
+    }
+
+    /// Ends the body with an error, so hyper cuts the response off rather than complete it.
+    fn fail(&self, why: &str) {
+        let _ = self.tx.send(Err(std::io::Error::other(why.to_owned())));
+    }
+}
+
 /// A response body fed by the pump task. An `Err` item makes hyper abort the response, so the
 /// client sees it cut off rather than complete.
 struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+    budget: Arc<Semaphore>,
+    bound: usize,
 }
 
 impl http_body::Body for ChannelBody {
@@ -508,8 +550,17 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, std::io::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|chunk| chunk.map(BodyFrame::data)))
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(Ok(chunk)) = &item {
+            // hyper has it now: room for the pump to read on.
+            self.budget.add_permits(chunk.len().min(self.bound));
+        }
+        Poll::Ready(item.map(|chunk| chunk.map(BodyFrame::data)))
+    }
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        self.budget.close();
     }
 }
