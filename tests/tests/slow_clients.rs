@@ -46,25 +46,29 @@ fn hits(sluice: &SluiceHandle, path: &str) -> u64 {
 /// client off fails the test instead of hanging it.
 const TRICKLE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Sends `byte` every `every` until the server answers or closes the connection; returns how
-/// long after `since` that was.
-fn trickle_until_cut(conn: &mut Conn, byte: u8, every: Duration, since: Instant) -> Duration {
-    loop {
+/// Sends `byte` every `every` until the server answers or closes the connection, and asserts
+/// that it answered 408 or nothing, no sooner than `timeout` after `since` nor very much later.
+fn assert_cut_off(conn: &mut Conn, byte: u8, every: Duration, since: Instant, timeout: Duration) {
+    let took = loop {
         // A failed write or read is the server having closed (a reset, when our bytes were
         // still arriving as it closed).
         if conn.send_raw(&[byte]).is_err() || !conn.nothing_pending(every).unwrap_or(false) {
-            return since.elapsed();
+            break since.elapsed();
         }
         assert!(
             since.elapsed() < TRICKLE_DEADLINE,
             "the server let a trickling client go on for {TRICKLE_DEADLINE:?}"
         );
-    }
-}
-
-/// What a cut-off client got: the status of the response the server sent first, if any.
-fn answer(conn: &mut Conn) -> Option<u16> {
-    conn.read_head().ok().map(|head| head.status)
+    };
+    let status = conn.read_head().ok().map(|head| head.status);
+    assert!(
+        matches!(status, None | Some(408)),
+        "a trickling client cut off after {took:?} got {status:?}"
+    );
+    assert!(
+        at_least(took, timeout) && took < timeout + Duration::from_secs(15),
+        "cut off after {took:?}, against a timeout of {timeout:?}"
+    );
 }
 
 /// The timer cannot fire early, but is rounded to the millisecond.
@@ -83,16 +87,8 @@ fn a_head_trickled_past_header_timeout_gets_408_and_is_closed() {
     let mut conn = Conn::connect(sluice.addr()).unwrap();
     conn.send_raw(b"GET /hit HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
         .unwrap();
-    let took = trickle_until_cut(&mut conn, b'a', Duration::from_millis(100), since);
-    let status = answer(&mut conn);
-    assert!(
-        matches!(status, None | Some(408)),
-        "a head past its timeout got {status:?}"
-    );
-    assert!(
-        at_least(took, Duration::from_secs(1)) && took < Duration::from_secs(15),
-        "cut off after {took:?} with header_timeout 1s"
-    );
+    let every = Duration::from_millis(100);
+    assert_cut_off(&mut conn, b'a', every, since, Duration::from_secs(1));
 
     // A connection that sends nothing at all is closed after the same time, without a 408
     // (it asked nothing; it may be a browser's pre-connect).
@@ -203,16 +199,9 @@ fn a_body_below_min_body_rate_gets_408_and_never_reaches_python() {
     let mut slow = Conn::connect(sluice.addr()).unwrap();
     slow.send_raw(head(100_000).as_bytes()).unwrap();
     let since = Instant::now();
-    let took = trickle_until_cut(&mut slow, b'x', Duration::from_millis(200), since);
-    let status = answer(&mut slow);
-    assert!(
-        matches!(status, None | Some(408)),
-        "a body below the minimum rate got {status:?}"
-    );
-    assert!(
-        at_least(took, Duration::from_secs(5)) && took < Duration::from_secs(30),
-        "cut off after {took:?}; the grace is 5 s"
-    );
+    // The grace is 5 s, and 5 bytes are a few milliseconds' worth of 1 KiB/s.
+    let every = Duration::from_millis(200);
+    assert_cut_off(&mut slow, b'x', every, since, Duration::from_secs(5));
     assert_eq!(
         hits(&sluice, "/upload"),
         1,
@@ -346,21 +335,30 @@ fn read_pattern(conn: &mut Conn) -> (u64, BodyEnd) {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Asks for `mb` MiB of `/stream` and reads none of it (yet).
+fn unread_stream(sluice: &SluiceHandle, mb: u64, token: &str) -> Conn {
+    let mut reader = Conn::connect(sluice.addr()).unwrap();
+    let target = format!("/stream?mb={mb}&token={token}");
+    reader.send(&Request::get(&target)).unwrap();
+    reader
+}
+
+/// Waits for the app's marker file `name` (`started-`, `sent-` or `closed-TOKEN`).
+fn wait_marker(sluice: &SluiceHandle, name: &str) {
+    wait_for(DEADLINE, &format!("the app's marker {name}"), || {
+        sluice.state_file(name).exists().then_some(())
+    });
+}
+
 #[test]
 fn a_slow_reader_frees_the_python_thread_once_the_response_fits_in_response_buffer() {
     let _shared = shared();
     // 24 MiB is more than the kernel's socket buffers hold for a client that reads nothing, so
     // only the gateway's buffer can take the response off the app's hands.
     let sluice = start(1, &["--response-buffer", "32MiB", "--queue-timeout", "10s"]);
-    let mut reader = Conn::connect(sluice.addr()).unwrap();
-    reader
-        .send(&Request::get("/stream?mb=24&token=free"))
-        .unwrap();
-    wait_for(
-        DEADLINE,
-        "the app to finish a response nobody reads",
-        || sluice.state_file("closed-free").exists().then_some(()),
-    );
+    let mut reader = unread_stream(&sluice, 24, "free");
+    // The app has finished the response nobody reads.
+    wait_marker(&sluice, "closed-free");
     // The only Python thread is free: it serves another client while the first reads nothing.
     let resp = get(sluice.addr(), "/hit");
     assert_eq!((resp.status(), resp.text().as_str()), (200, "ok"));
@@ -373,13 +371,8 @@ fn a_slow_reader_frees_the_python_thread_once_the_response_fits_in_response_buff
 fn a_response_larger_than_response_buffer_holds_the_thread_until_the_client_reads() {
     let _shared = shared();
     let sluice = start(1, &["--response-buffer", "1MiB", "--queue-timeout", "1s"]);
-    let mut reader = Conn::connect(sluice.addr()).unwrap();
-    reader
-        .send(&Request::get("/stream?mb=64&token=held"))
-        .unwrap();
-    wait_for(DEADLINE, "the app to start the response", || {
-        sluice.state_file("started-held").exists().then_some(())
-    });
+    let mut reader = unread_stream(&sluice, 64, "held");
+    wait_marker(&sluice, "started-held");
     // The app is held back: its only thread cannot take another request...
     let probe = http::request(sluice.addr(), &Request::get("/hit")).unwrap();
     assert_eq!(probe.status(), 503, "{:?}", probe.text());
@@ -392,9 +385,7 @@ fn a_response_larger_than_response_buffer_holds_the_thread_until_the_client_read
 
     let (len, end) = read_pattern(&mut reader);
     assert_eq!((len, end), (64 * MIB, BodyEnd::Complete));
-    wait_for(DEADLINE, "the app to close the response", || {
-        sluice.state_file("closed-held").exists().then_some(())
-    });
+    wait_marker(&sluice, "closed-held");
     assert_eq!(get(sluice.addr(), "/hit").status(), 200);
 }
 
