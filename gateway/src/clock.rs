@@ -12,6 +12,10 @@
 //! - while a request is served (from its head to the flush of its response) no clock runs here:
 //!   the body has its minimum rate (`forward::read_body`) and the app its timeout.
 //!
+//! One approximation: bytes of a pipelined next request that hyper read before the previous
+//! response was flushed are not seen as its first byte, so the rest of that head gets
+//! `keepalive` rather than `header_timeout` (shorter by default, never unbounded).
+//!
 //! A head cut off by its timeout gets a best-effort `408` before the close; a connection that
 //! sent nothing is just closed, as an HTTP/1.1 client expects of an idle keep-alive connection
 //! (and as a browser's speculative pre-connect should be).
