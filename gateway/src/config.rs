@@ -66,12 +66,15 @@ pub struct EdgeConfig {
     pub limit_request_fields: usize,
     /// Largest single header field (name, colon, value) in bytes; larger gets 431.
     pub limit_request_field_size: usize,
-    /// How long a client has to send a whole request head once it starts one.
+    /// How long a client has to send a whole request head: from accept on a new connection,
+    /// from the head's first byte on a kept-alive one. Past it: 408 (if it began one) and close.
     pub header_timeout: Duration,
-    /// How long an idle keep-alive connection is kept open waiting for the next request.
+    /// How long an idle keep-alive connection is kept open waiting for the first byte of its
+    /// next request.
     pub keepalive: Duration,
     /// Slowest request body upload accepted, in bytes per second, averaged from the end of the
-    /// head (0: no minimum). A body slower than this is cut off with 408.
+    /// head after a few seconds' grace (0: no minimum). A body slower than this is cut off with
+    /// 408.
     pub min_body_rate: u64,
     /// Response body bytes the gateway holds per response for a client that reads slower than
     /// the app writes; the app's thread is free once the rest fits in this.

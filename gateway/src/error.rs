@@ -11,6 +11,8 @@ pub(crate) enum GatewayError {
     BodyTooLarge,
     #[error("request body could not be read")]
     BadBody,
+    #[error("request body arrived slower than min_body_rate")]
+    BodyTooSlow,
     #[error("no Python thread free within the queue timeout")]
     QueueTimeout,
     #[error("the worker went away before answering")]
@@ -26,6 +28,7 @@ impl IntoResponse for GatewayError {
         let (status, text) = match self {
             GatewayError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
             GatewayError::BadBody => (StatusCode::BAD_REQUEST, "Bad Request\n"),
+            GatewayError::BodyTooSlow => (StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
             GatewayError::QueueTimeout => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
             }
@@ -40,7 +43,10 @@ impl IntoResponse for GatewayError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, GatewayError::BodyTooLarge | GatewayError::BadBody) {
+        if matches!(
+            self,
+            GatewayError::BodyTooLarge | GatewayError::BadBody | GatewayError::BodyTooSlow
+        ) {
             // The rest of an unread body would be taken for the next request.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

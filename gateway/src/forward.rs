@@ -3,11 +3,13 @@
 //! back into HTTP.
 //!
 //! A response that arrives whole in the first read goes out as one body and its connection goes
-//! straight back to the pool. Anything longer is pumped by a task through a small bounded
-//! channel: the worker is read as fast as it writes, up to [`PUMP_CHUNKS`] chunks ahead of the
-//! client, and a client that leaves closes the worker connection, which ends the app's iteration
-//! (and calls its `close()`).
+//! straight back to the pool. Anything longer is pumped by a task through a channel bounded in
+//! bytes (`response_buffer`): the worker is read as fast as it writes, up to that many bytes ahead
+//! of the client, so a slow reader frees the Python thread as soon as the rest of the response
+//! fits. A client that leaves closes the worker connection, which ends the app's iteration (and
+//! calls its `close()`).
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -21,14 +23,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
-use http_body::Frame as BodyFrame;
-use http_body_util::BodyExt;
+use http_body::{Body as _, Frame as BodyFrame};
 use sluice_proto::{
     decode, encode_request_head, frame_header, Frame, HttpVersion, Kind, RequestMeta, ResponseHead,
     MAX_CHUNK_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::AppConfig;
@@ -37,8 +38,6 @@ use crate::error::GatewayError;
 use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 
-/// How many body chunks (each at most `MAX_CHUNK_BYTES`) a response may run ahead of its client.
-const PUMP_CHUNKS: usize = 16;
 /// Body bytes up to this size are copied into the request frame buffer; larger ones are written
 /// from their own buffers.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -145,7 +144,7 @@ async fn forward_inner(
         return Err(GatewayError::BodyTooLarge);
     }
     let has_body = declared.is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let (chunks, body_len) = read_body(body, max_body).await?;
+    let (chunks, body_len) = read_body(body, max_body, app.config.edge.min_body_rate).await?;
     // The body may have taken a while: serve it with whatever generation of the app is current.
     let app = route.load_full();
 
@@ -215,11 +214,49 @@ async fn forward_inner(
     respond(&app, conn, head, context, sent_at, busy)
 }
 
+/// How long a request body may lag behind `min_body_rate` before it is cut off: the credit a
+/// client has for a slow start (TCP's, a phone waking its radio) or a pause.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
 /// Collects the whole request body, no more than `max_body` bytes, as the chunks it came in.
-async fn read_body(mut body: Body, max_body: u64) -> Result<(Vec<Bytes>, u64), GatewayError> {
+///
+/// With a `min_rate` (bytes per second; 0 is none), the body must keep up with that rate from
+/// the moment its head was read, less a [`BODY_RATE_GRACE`]: by `t` seconds in it must have
+/// sent `min_rate × (t − grace)` bytes, so its average rate tends to `min_rate`. A body that
+/// falls behind gets 408 and the connection is closed; none of it reaches Python.
+async fn read_body(
+    mut body: Body,
+    max_body: u64,
+    min_rate: u64,
+) -> Result<(Vec<Bytes>, u64), GatewayError> {
+    let began = Instant::now();
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
+    // Armed only when the body makes us wait, so a body that is already here (or none at all)
+    // never touches the timer.
+    let mut late: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Ok(frame));
+            }
+            if min_rate == 0 {
+                return Poll::Pending;
+            }
+            let due = began
+                + BODY_RATE_GRACE
+                + Duration::from_millis(total.saturating_mul(1000) / min_rate);
+            let timer = late.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(GatewayError::BodyTooSlow))
+        })
+        .await?;
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|_| GatewayError::BadBody)?;
         if let Ok(data) = frame.into_data() {
             total += data.len() as u64;
@@ -386,13 +423,13 @@ fn respond(
             Ok(Some(_)) | Err(_) => break,
         }
     }
-    let (tx, rx) = mpsc::channel(PUMP_CHUNKS);
+    let (tx, body) = body_channel(app.config.edge.response_buffer);
     let name = app.config.name.clone();
     let idle = app.config.timeout;
     let context = context.clone();
     tokio::spawn(async move {
         for chunk in early {
-            if tx.send(Ok(chunk)).await.is_err() {
+            if tx.send(chunk).await.is_err() {
                 retire(conn);
                 return;
             }
@@ -403,18 +440,12 @@ fn respond(
         drop(busy);
         drop(tx);
     });
-    *response.body_mut() = Body::new(ChannelBody { rx });
+    *response.body_mut() = Body::new(body);
     Ok(response)
 }
 
 /// Moves body frames from the worker to the client's body channel until the end frame.
-async fn pump(
-    mut conn: Conn,
-    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-    app: &str,
-    request_id: &str,
-    idle: Duration,
-) {
+async fn pump(mut conn: Conn, tx: &BodySender, app: &str, request_id: &str, idle: Duration) {
     loop {
         let frame = match timeout(idle, read_frame(&mut conn)).await {
             Ok(Ok(Some(frame))) => frame,
@@ -429,7 +460,7 @@ async fn pump(
                     pid = conn.worker.pid,
                     "worker {why} in the middle of a response; cutting it off"
                 );
-                let _ = tx.send(Err(std::io::Error::other("worker gone"))).await;
+                tx.fail("worker gone");
                 retire(conn);
                 return;
             }
@@ -441,14 +472,14 @@ async fn pump(
                     "response stalled past the {idle:?} timeout; killing its worker"
                 );
                 conn.worker.kill(Kill::DumpThenKill);
-                let _ = tx.send(Err(std::io::Error::other("timeout"))).await;
+                tx.fail("timeout");
                 retire(conn);
                 return;
             }
         };
         match frame {
             Frame::ResponseBody(chunk) => {
-                if tx.send(Ok(chunk)).await.is_err() {
+                if tx.send(chunk).await.is_err() {
                     // The client left: closing the worker connection stops the app's iteration.
                     retire(conn);
                     return;
@@ -465,7 +496,7 @@ async fn pump(
                     "app failed after its response began: {}; cutting it off",
                     String::from_utf8_lossy(&message)
                 );
-                let _ = tx.send(Err(std::io::Error::other("app failed"))).await;
+                tx.fail("app failed");
                 release(conn);
                 return;
             }
@@ -475,7 +506,7 @@ async fn pump(
                     request_id,
                     "worker sent {other:?} inside a response body"
                 );
-                let _ = tx.send(Err(std::io::Error::other("protocol error"))).await;
+                tx.fail("protocol error");
                 retire(conn);
                 return;
             }
@@ -483,10 +514,59 @@ async fn pump(
     }
 }
 
+/// A response body channel holding at most `bound` bytes (at least one chunk, however large):
+/// the pump's side and the client's side.
+fn body_channel(bound: u64) -> (BodySender, ChannelBody) {
+    // The semaphore counts free bytes; u32 because that is what one acquire can take.
+    let bound = bound.clamp(1, u64::from(u32::MAX)) as usize;
+    let budget = Arc::new(Semaphore::new(bound));
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        BodySender {
+            tx,
+            budget: budget.clone(),
+            bound,
+        },
+        ChannelBody { rx, budget, bound },
+    )
+}
+
+/// The client has gone: its body was dropped.
+struct ClientGone;
+
+/// The pump's side of a response body channel.
+struct BodySender {
+    tx: mpsc::UnboundedSender<Result<Bytes, std::io::Error>>,
+    /// Free bytes in the channel.
+    budget: Arc<Semaphore>,
+    bound: usize,
+}
+
+impl BodySender {
+    /// Waits until `chunk` fits in the channel's bound, then queues it.
+    async fn send(&self, chunk: Bytes) -> Result<(), ClientGone> {
+        let cost = chunk.len().min(self.bound) as u32;
+        // Closed when the client's side is dropped, which also wakes a pump waiting here.
+        self.budget
+            .acquire_many(cost)
+            .await
+            .map_err(|_| ClientGone)?
+            .forget();
+        self.tx.send(Ok(chunk)).map_err(|_| ClientGone)
+    }
+
+    /// Ends the body with an error, so hyper cuts the response off rather than complete it.
+    fn fail(&self, why: &str) {
+        let _ = self.tx.send(Err(std::io::Error::other(why.to_owned())));
+    }
+}
+
 /// A response body fed by the pump task. An `Err` item makes hyper abort the response, so the
 /// client sees it cut off rather than complete.
 struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+    budget: Arc<Semaphore>,
+    bound: usize,
 }
 
 impl http_body::Body for ChannelBody {
@@ -497,8 +577,17 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, std::io::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|chunk| chunk.map(BodyFrame::data)))
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(Ok(chunk)) = &item {
+            // hyper has it now: room for the pump to read on.
+            self.budget.add_permits(chunk.len().min(self.bound));
+        }
+        Poll::Ready(item.map(|chunk| chunk.map(BodyFrame::data)))
+    }
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        self.budget.close();
     }
 }

@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
+use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::forward::Route;
 use crate::metrics::Metrics;
@@ -53,14 +54,21 @@ struct Bind {
 }
 
 impl Bind {
-    fn open(key: BindKey, listener: TcpListener, app: &AppHandle) -> anyhow::Result<Bind> {
+    fn open(
+        key: BindKey,
+        listener: TcpListener,
+        app: &AppHandle,
+        limit: &Arc<ConnectionLimit>,
+    ) -> anyhow::Result<Bind> {
         let addr = listener.local_addr()?;
         let route = Arc::new(Route::new(app.state.clone()));
         let accepting = CancellationToken::new();
         let graceful = Arc::new(GracefulShutdown::new());
         let accept_loop = tokio::spawn(server::accept_loop(
             listener,
+            route.clone(),
             server::app_router(route.clone()),
+            limit.clone(),
             graceful.clone(),
             accepting.clone(),
         ));
@@ -95,10 +103,9 @@ impl AdminBind {
     fn open(listener: TcpListener, state: Arc<Admin>) -> anyhow::Result<AdminBind> {
         let addr = listener.local_addr()?;
         let accepting = CancellationToken::new();
-        let accept_loop = tokio::spawn(server::accept_loop(
+        let accept_loop = tokio::spawn(server::admin_loop(
             listener,
             admin::router(state.clone()),
-            Arc::new(GracefulShutdown::new()),
             accepting.clone(),
         ));
         tracing::info!(addr = %addr, "admin listening");
@@ -123,6 +130,8 @@ struct Gateway {
     admin: Option<AdminBind>,
     apps: Vec<AppHandle>,
     binds: Vec<Bind>,
+    /// Client connections open across every bind, against `max_connections`.
+    connections: Arc<ConnectionLimit>,
     /// Old generations and closed binds still draining.
     draining: JoinSet<()>,
     /// Numbers each app of each generation, keeping their socket names apart.
@@ -201,6 +210,7 @@ async fn start_apps(
 
 impl Gateway {
     async fn start(config: Config, rundir: Arc<RunDir>) -> anyhow::Result<Gateway> {
+        admission::raise_open_file_limit(&config);
         // Bind first: a taken port fails in milliseconds, before any Python starts.
         let mut listeners = Vec::new();
         for app in &config.apps {
@@ -231,6 +241,7 @@ impl Gateway {
         }
         let mut gateway = Gateway {
             next_app_index: config.apps.len(),
+            connections: ConnectionLimit::new(config.max_connections),
             config,
             rundir,
             metrics,
@@ -242,9 +253,8 @@ impl Gateway {
         let mut listeners = listeners.into_iter();
         for (index, app) in gateway.config.apps.iter().enumerate() {
             for (key, listener) in listeners.by_ref().take(app.binds.len()) {
-                gateway
-                    .binds
-                    .push(Bind::open(key, listener, &gateway.apps[index])?);
+                let bind = Bind::open(key, listener, &gateway.apps[index], &gateway.connections)?;
+                gateway.binds.push(bind);
             }
         }
         Ok(gateway)
@@ -304,7 +314,7 @@ impl Gateway {
                     bind.route.store(apps[index].state.clone());
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
-                    match Bind::open(key, listener, &apps[index]) {
+                    match Bind::open(key, listener, &apps[index], &self.connections) {
                         Ok(bind) => self.binds.push(bind),
                         Err(err) => {
                             tracing::error!(app = %app.name, "reload: cannot open {addr}: {err}")
@@ -334,6 +344,8 @@ impl Gateway {
             let grace = app.state.config.graceful_timeout;
             self.draining.spawn(app.stop(grace));
         }
+        admission::raise_open_file_limit(&config);
+        self.connections.set_max(config.max_connections);
         self.config = config;
         tracing::info!("reload: done; the previous workers are finishing their requests");
     }

@@ -9,6 +9,8 @@
 //! - `context`: what a request carries through the gateway (its id, the real client after
 //!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
 //!   writes the `access_log` line.
+//! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
+//! - `clock`: a client connection's header and keep-alive timeouts.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
@@ -19,6 +21,8 @@
 
 mod access_log;
 mod admin;
+mod admission;
+mod clock;
 pub mod config;
 mod context;
 mod error;

@@ -91,13 +91,15 @@ struct ServeArgs {
     /// Largest header field in bytes; larger gets 431.
     #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELD_SIZE, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     limit_request_field_size: usize,
-    /// How long a client has to send a whole request head.
+    /// How long a client has to send a whole request head (from accept, or from its first byte
+    /// on a kept-alive connection).
     #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
     header_timeout: std::time::Duration,
-    /// How long an idle keep-alive connection waits for its next request.
+    /// How long an idle keep-alive connection waits for the first byte of its next request.
     #[arg(long, default_value = "5s", value_parser = config::parse_duration)]
     keepalive: std::time::Duration,
-    /// Slowest request body upload accepted, bytes per second (0: no minimum).
+    /// Slowest request body upload accepted, bytes per second averaged after a 5 s grace
+    /// (0: no minimum).
     #[arg(long, default_value = "1KiB", value_parser = config::parse_size)]
     min_body_rate: u64,
     /// Response bytes held per response for a slow reader, so the app's thread is freed early.

@@ -1,5 +1,8 @@
 //! Accepting connections on each bind and serving HTTP/1.1 on them with the app's router.
 //! A failing connection is logged inside its own task and never ends the accept loop.
+//! Every bind takes its connections from the gateway-wide [`ConnectionLimit`], and each
+//! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
+//! was accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::admission::ConnectionLimit;
+use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::context;
 use crate::forward::{forward, ConnInfo, Route};
 
@@ -29,42 +34,103 @@ pub(crate) fn app_router(route: Arc<Route>) -> Router {
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    route: Arc<Route>,
     router: Router,
+    limit: Arc<ConnectionLimit>,
     graceful: Arc<GracefulShutdown>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
     loop {
-        let (stream, peer) = tokio::select! {
+        // At the cap, wait here without accepting: the kernel queues the newcomers.
+        let slot = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Usually EMFILE: pause briefly rather than spin, then go on accepting.
-                    tracing::warn!(addr = ?local, "accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            slot = limit.admit() => slot,
+        };
+        let (stream, peer) = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => break accepted,
+                    Err(err) => {
+                        // Usually EMFILE: pause briefly rather than spin, then go on accepting.
+                        tracing::warn!(addr = ?local, "accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
         };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
             local: stream.local_addr().ok().or(local).unwrap_or(peer),
         };
+        let timeouts = {
+            let app = route.load();
+            Timeouts {
+                header: app.config.edge.header_timeout,
+                keepalive: app.config.edge.keepalive,
+            }
+        };
+        let io = ClockedIo::new(stream, timeouts);
+        let phase = io.phase();
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(info);
-            router.clone().oneshot(request)
+            phase.serving();
+            let phase = phase.clone();
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| EndsPhase::new(body, phase)))
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            // `ClockedIo` keeps the header and keep-alive timeouts.
+            .header_read_timeout(None)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, "connection ended: {err}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// The admin bind's loop: plain HTTP/1.1 for a few trusted scrapers and probes, none of an app
+/// bind's edge machinery.
+pub(crate) async fn admin_loop(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("admin: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            router.clone().oneshot(request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => if let Err(err) = result {
+                    tracing::debug!(%peer, "admin connection ended: {err}");
+                },
+                _ = shutdown.cancelled() => {}
             }
         });
     }

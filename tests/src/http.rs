@@ -716,6 +716,12 @@ impl Conn {
         closed
     }
 
+    /// Has nothing arrived (no bytes, no close) within `wait`? For asserting that the server has
+    /// NOT answered or closed yet; see [`Wire::nothing_pending`].
+    pub fn nothing_pending(&mut self, wait: Duration) -> io::Result<bool> {
+        self.wire.nothing_pending(wait)
+    }
+
     /// A second handle on the socket for writing from another thread (e.g. pushing a body the
     /// server may refuse half-way, while this thread reads the response).
     pub fn writer(&self) -> io::Result<TcpStream> {

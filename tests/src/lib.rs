@@ -4,6 +4,7 @@
 pub mod harness;
 pub mod http;
 pub mod load;
+pub mod trickle;
 pub mod util;
 
 pub use harness::{
@@ -13,6 +14,9 @@ pub use harness::{
 };
 pub use http::{get, send, BodyEnd, Conn, Head, Request, Response};
 pub use load::{ClientSpec, Load, Outcome, Record, Tally};
+pub use trickle::{
+    ensure_open_file_limit, open_files, Trickle, TrickleKind, TrickleReport, TrickleSpec,
+};
 pub use util::{
     form_urlencoded, hex, sha256_hex, test_bytes, try_wait_for, wait_for, CookieJar, Hasher,
     Multipart,
