@@ -7,6 +7,7 @@
 //!   scale, stop).
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
+//! - `static_files`: each app's static directories, served without Python.
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `error`: request errors and the one place they become responses.
@@ -19,6 +20,7 @@ mod gateway;
 mod pool;
 mod server;
 mod shutdown;
+mod static_files;
 mod supervisor;
 
 pub use config::{AppConfig, Config, ConfigError};

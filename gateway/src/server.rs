@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::any;
 use axum::Router;
 use hyper::body::Incoming;
@@ -14,10 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::forward::{forward, ConnInfo, Route};
+use crate::static_files::serve_static;
 
-/// The router of one app; built without a socket so tests could drive it directly.
+/// The router of one app; built without a socket so tests could drive it directly. Static
+/// files are answered before the forwarder.
 pub(crate) fn app_router(route: Arc<Route>) -> Router {
-    Router::new().fallback(any(forward)).with_state(route)
+    Router::new()
+        .fallback(any(forward))
+        .layer(from_fn_with_state(route.clone(), serve_static))
+        .with_state(route)
 }
 
 pub(crate) async fn accept_loop(
