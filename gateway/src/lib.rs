@@ -8,11 +8,13 @@
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `static_files`: each app's static directories, served without Python.
+//! - `compress`: gzip and br for compressible responses, per app.
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `error`: request errors and the one place they become responses.
 //! - `shutdown`: the signals the gateway answers.
 
+mod compress;
 pub mod config;
 mod error;
 mod forward;

@@ -14,15 +14,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::compress::compress;
 use crate::forward::{forward, ConnInfo, Route};
 use crate::static_files::serve_static;
 
 /// The router of one app; built without a socket so tests could drive it directly. Static
-/// files are answered before the forwarder.
+/// files are answered before the forwarder; compression wraps both.
 pub(crate) fn app_router(route: Arc<Route>) -> Router {
     Router::new()
         .fallback(any(forward))
         .layer(from_fn_with_state(route.clone(), serve_static))
+        .layer(from_fn_with_state(route.clone(), compress))
         .with_state(route)
 }
 
