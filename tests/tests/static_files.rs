@@ -110,16 +110,18 @@ fn yaml_str(path: &Path) -> String {
     serde_json::to_string(&path.display().to_string()).unwrap()
 }
 
-/// `sluice serve edge:app` with `/static/` mapped to `dir` and the extra arguments.
-fn serve(dir: &Path, args: &[&str]) -> SluiceHandle {
+/// A fresh [`Site`] and `sluice serve edge:app` with `--static /static/=` it and the extra
+/// arguments. (The sluice goes first when the pair is dropped.)
+fn serve(args: &[&str]) -> (Site, SluiceHandle) {
+    let site = Site::new();
     let mut sluice = Sluice::serve("edge:app")
         .python(stdlib_python())
         .arg("--static")
-        .arg(format!("/static/={}", dir.display()));
+        .arg(format!("/static/={}", site.dir().display()));
     for arg in args {
         sluice = sluice.arg(arg);
     }
-    sluice.start()
+    (site, sluice.start())
 }
 
 fn get_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Response {
@@ -150,8 +152,7 @@ fn assert_python_saw_no_static(sluice: &SluiceHandle) {
 
 #[test]
 fn files_are_served_with_their_types_and_validators_and_never_by_python() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &[]);
+    let (_site, sluice) = serve(&[]);
     let addr = sluice.addr();
     for (target, content_type, body) in [
         ("/static/css/app.css", "text/css", css()),
@@ -236,8 +237,7 @@ fn files_are_served_with_their_types_and_validators_and_never_by_python() {
 
 #[test]
 fn conditional_requests_head_and_ranges() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &[]);
+    let (_site, sluice) = serve(&[]);
     let addr = sluice.addr();
     let target = "/static/notes.txt";
     let full = get(addr, target);
@@ -339,8 +339,7 @@ fn conditional_requests_head_and_ranges() {
 
 #[test]
 fn precompressed_siblings_follow_accept_encoding() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &[]);
+    let (_site, sluice) = serve(&[]);
     let addr = sluice.addr();
     let target = "/static/js/app.js";
 
@@ -407,8 +406,7 @@ fn precompressed_siblings_follow_accept_encoding() {
 
 #[test]
 fn traversal_never_leaves_the_directory() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &[]);
+    let (site, sluice) = serve(&[]);
     let addr = sluice.addr();
     assert_eq!(get(addr, "/static/notes.txt").status(), 200);
     for target in [
@@ -561,8 +559,7 @@ fn identity_json(addr: SocketAddr, kb: usize) -> Vec<u8> {
 
 #[test]
 fn compression_is_off_by_default() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &[]);
+    let (_site, sluice) = serve(&[]);
     let addr = sluice.addr();
     for target in ["/json?kb=64", "/static/css/app.css"] {
         let resp = get_with(addr, target, &[("Accept-Encoding", "gzip, br")]);
@@ -574,8 +571,7 @@ fn compression_is_off_by_default() {
 
 #[test]
 fn compressible_python_responses_are_compressed() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &["--compress"]);
+    let (_site, sluice) = serve(&["--compress"]);
     let addr = sluice.addr();
     let json = identity_json(addr, 64);
     assert!(json.len() > 60 * 1024);
@@ -651,11 +647,7 @@ fn compressible_python_responses_are_compressed() {
 
 #[test]
 fn min_size_is_configurable() {
-    let site = Site::new();
-    let sluice = serve(
-        &site.dir(),
-        &["--compress", "--compress-min-size", "100KiB"],
-    );
+    let (_site, sluice) = serve(&["--compress", "--compress-min-size", "100KiB"]);
     let addr = sluice.addr();
     let resp = get_with(addr, "/json?kb=64", &[("Accept-Encoding", "gzip")]);
     assert_eq!(resp.header("content-encoding"), None);
@@ -666,8 +658,7 @@ fn min_size_is_configurable() {
 
 #[test]
 fn a_streamed_response_is_compressed_as_it_flows() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &["--compress"]);
+    let (_site, sluice) = serve(&["--compress"]);
     let mut conn = Conn::connect(sluice.addr()).unwrap();
     let request = Request::get("/stream?token=flow").header("Accept-Encoding", "gzip");
     let (head, mut body) = conn.stream(&request).unwrap();
@@ -694,8 +685,7 @@ fn a_streamed_response_is_compressed_as_it_flows() {
 
 #[test]
 fn static_files_are_compressed_unless_a_sibling_is_there() {
-    let site = Site::new();
-    let sluice = serve(&site.dir(), &["--compress"]);
+    let (_site, sluice) = serve(&["--compress"]);
     let addr = sluice.addr();
     let plain = get(addr, "/static/css/app.css");
     let strong = plain.header("etag").unwrap().to_owned();
