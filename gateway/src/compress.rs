@@ -108,7 +108,7 @@ fn accepts_compression(headers: &HeaderMap) -> bool {
 /// Everything else (images, video, archives, fonts in woff/woff2, octet streams) is either
 /// compressed already or unknown. `text/event-stream` is left alone: event streams are read
 /// by clients that may not expect an encoded stream, and each event is tiny.
-pub(crate) fn is_compressible_type(content_type: &str) -> bool {
+fn is_compressible_type(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
