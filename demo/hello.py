@@ -16,7 +16,7 @@ def app(environ, start_response):
     )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Hello from sluice</title>
-<style>body{{font-family:sans-serif;margin:3em}} th{{text-align:left;padding-right:1em}}</style>
+<link rel="stylesheet" href="/static/hello.css">
 </head><body>
 <h1>Hello from sluice</h1>
 <p>Served by worker pid <b>{os.getpid()}</b>, thread <b>{html.escape(threading.current_thread().name)}</b>.

@@ -12,6 +12,8 @@
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `clock`: a client connection's header and keep-alive timeouts.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
+//! - `static_files`: each app's static directories, served without Python.
+//! - `compress`: gzip and br for compressible responses, per app.
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `metrics` and `admin`: the per-app metrics and the admin bind that serves them with
@@ -23,6 +25,7 @@ mod access_log;
 mod admin;
 mod admission;
 mod clock;
+mod compress;
 pub mod config;
 mod context;
 mod error;
@@ -33,6 +36,7 @@ mod pool;
 mod proxy;
 mod server;
 mod shutdown;
+mod static_files;
 mod supervisor;
 
 pub use config::{AppConfig, Config, ConfigError};

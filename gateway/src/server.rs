@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::any;
 use axum::Router;
 use hyper::body::Incoming;
@@ -18,17 +19,21 @@ use tower::ServiceExt;
 
 use crate::admission::ConnectionLimit;
 use crate::clock::{ClockedIo, EndsPhase, Timeouts};
+use crate::compress::compress;
 use crate::context;
 use crate::forward::{forward, ConnInfo, Route};
+use crate::static_files::serve_static;
 
-/// The router of one app; built without a socket so tests could drive it directly.
+/// The router of one app; built without a socket so tests could drive it directly. Static
+/// files are answered before the forwarder; compression wraps both.
 pub(crate) fn app_router(route: Arc<Route>) -> Router {
     Router::new()
         .fallback(any(forward))
-        .layer(axum::middleware::from_fn_with_state(
-            route.clone(),
-            context::observe,
-        ))
+        .layer(from_fn_with_state(route.clone(), serve_static))
+        .layer(from_fn_with_state(route.clone(), compress))
+        // Outermost: static files, compressed bodies and refusals all get an id, a log line and
+        // their metrics.
+        .layer(from_fn_with_state(route.clone(), context::observe))
         .with_state(route)
 }
 

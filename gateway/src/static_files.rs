@@ -1,0 +1,389 @@
+//! Static files served by the gateway itself, never by Python: each app's `static` prefixes map
+//! to directories, and a request under a prefix is answered here (the file, 304, 206, 404 or
+//! 405), never passed on to the app.
+//!
+//! tower-http's `ServeDir` does the HTTP part: content types (mime_guess), `Last-Modified` and
+//! an `ETag` from size and mtime, the conditional headers (304, 412), single ranges (206, 416),
+//! HEAD, `405` with `Allow`, and the `.br` / `.gz` siblings chosen by `Accept-Encoding` (with
+//! `Vary`). This module adds what it lacks:
+//! - confinement: `ServeDir` refuses `..` after percent-decoding but follows symlinks, so every
+//!   open and stat goes through [`ConfinedBackend`], which resolves the real path and refuses
+//!   anything outside the real root; backslashes are refused outright;
+//! - `If-Range` (ignored by `ServeDir`, so a resumed download could splice two versions);
+//! - `Cache-Control: public, max-age=N, immutable` for names carrying a content hash
+//!   ([`is_hashed_name`]) when `static_hashed_max_age` is set.
+//!
+//! The mapping is read from the bind's current app on every request, so a reload that changes
+//! it takes effect with the switch to the new generation, and the real root is resolved per
+//! request, so a deploy that swaps a `current -> releases/N` symlink is followed as nginx does.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use tower::ServiceExt;
+use tower_http::services::fs::{Backend, File, ServeDir};
+
+use crate::forward::Route;
+
+/// Middleware in front of the app: a request under one of the app's static prefixes (the
+/// longest that matches) is answered from its directory; anything else goes on to Python.
+pub(crate) async fn serve_static(
+    State(route): State<Arc<Route>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mount = {
+        let app = route.load();
+        let edge = &app.config.edge;
+        let path = request.uri().path();
+        edge.static_dirs
+            .iter()
+            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(prefix, dir)| Mount {
+                prefix_len: prefix.len(),
+                dir: dir.clone(),
+                hashed_max_age: edge.static_hashed_max_age,
+            })
+    };
+    match mount {
+        Some(mount) => mount.serve(request).await,
+        None => next.run(request).await,
+    }
+}
+
+/// One static prefix as a request under it sees it.
+struct Mount {
+    /// Length of the URL prefix, which ends with `/`.
+    prefix_len: usize,
+    /// The directory as configured (absolute, possibly through symlinks).
+    dir: PathBuf,
+    hashed_max_age: Option<Duration>,
+}
+
+impl Mount {
+    async fn serve(self, request: Request) -> Response {
+        // Keep the `/` that ends the prefix: `ServeDir` wants a path starting with one.
+        let rest = &request.uri().path()[self.prefix_len - 1..];
+        // A backslash is a separator somewhere (Windows, some proxies' normalisation); no file
+        // name here needs one, so `..\` and `%5c` never get as far as the file system.
+        if rest.contains('\\') || contains_ignore_case(rest, "%5c") {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        let Ok(uri) = Uri::try_from(rest) else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let cache_control = self
+            .hashed_max_age
+            .filter(|_| is_hashed_name(rest.rsplit('/').next().unwrap_or("")))
+            .map(|age| {
+                HeaderValue::from_str(&format!("public, max-age={}, immutable", age.as_secs()))
+                    .expect("digits are a valid header value")
+            });
+        let (mut parts, body) = request.into_parts();
+        parts.uri = uri;
+        // Only when the answer might be a 206 that `If-Range` forbids is anything kept for a
+        // second try.
+        let retry_without_range = (parts.headers.contains_key(header::IF_RANGE)
+            && parts.headers.contains_key(header::RANGE))
+        .then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+
+        let mut response = self.serve_dir(Request::from_parts(parts, body)).await;
+        if let Some((method, uri, mut headers)) = retry_without_range {
+            if response.status() == StatusCode::PARTIAL_CONTENT
+                && !if_range_matches(&headers, response.headers())
+            {
+                // The client's partial copy is of another version: it gets the whole file.
+                headers.remove(header::RANGE);
+                let mut request = Request::new(Body::empty());
+                *request.method_mut() = method;
+                *request.uri_mut() = uri;
+                *request.headers_mut() = headers;
+                response = self.serve_dir(request).await;
+            }
+        }
+        if let Some(value) = cache_control {
+            if matches!(
+                response.status(),
+                StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+            ) {
+                response.headers_mut().insert(header::CACHE_CONTROL, value);
+            }
+        }
+        response
+    }
+
+    async fn serve_dir(&self, request: Request) -> Response {
+        let service = ServeDir::with_backend(&self.dir, ConfinedBackend::new(&self.dir))
+            // An asset directory, not a site: a directory is a 404, not its index.html.
+            .append_index_html_on_directories(false)
+            .precompressed_br()
+            .precompressed_gzip()
+            // Several ranges get the whole file (allowed by RFC 9110) rather than a 416.
+            .ignore_multi_range_requests(true);
+        match service.oneshot(request).await {
+            Ok(response) => response.map(Body::new),
+            Err(never) => match never {},
+        }
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Does the request's `If-Range` name the representation in `response` (RFC 9110 13.1.5)? An
+/// entity tag must match strongly; a date must equal `Last-Modified` exactly.
+fn if_range_matches(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let Some(condition) = request.get(header::IF_RANGE).map(HeaderValue::as_bytes) else {
+        return true;
+    };
+    let condition = condition.trim_ascii();
+    if condition.starts_with(b"\"") {
+        response
+            .get(header::ETAG)
+            .is_some_and(|etag| etag.as_bytes() == condition)
+    } else if condition.starts_with(b"W/") {
+        false
+    } else {
+        response
+            .get(header::LAST_MODIFIED)
+            .is_some_and(|date| date.as_bytes() == condition)
+    }
+}
+
+/// Does a file name carry a content hash, so that its content can never change? Yes when the
+/// part before its last extension ends in `.HASH` or `-HASH`, HASH being 8 to 64 lowercase hex
+/// digits with at least one digit and one letter:
+/// - Django's ManifestStaticFilesStorage: `app.3f2a9c1b0e4d.css`, `app.css.3f2a9c1b0e4d.map`;
+/// - webpack / Parcel `[name].[contenthash]`: `main.3f2a9c1b.js`;
+/// - Rails (Sprockets, Propshaft): `application-3f2a9c1b….css`.
+///
+/// The digit-and-letter rule keeps dates (`report.20240101.css`) and words out; the rare real
+/// hash without a letter or a digit just goes without the long cache header. Vite's base64
+/// hashes (`index-BdVQ7b3x.js`) are not recognised: they cannot be told from ordinary names.
+fn is_hashed_name(name: &str) -> bool {
+    let Some((stem, extension)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let Some(at) = stem.rfind(['.', '-']) else {
+        return false;
+    };
+    let (base, hash) = (&stem[..at], &stem[at + 1..]);
+    !extension.is_empty()
+        && !base.is_empty()
+        && (8..=64).contains(&hash.len())
+        && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && hash.bytes().any(|b| b.is_ascii_digit())
+        && hash.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+/// The file system as `ServeDir` sees it, confined to one directory: every path is resolved
+/// (symlinks and all) and must end up inside the resolved root, or it does not exist.
+#[derive(Clone)]
+struct ConfinedBackend {
+    root: Arc<Path>,
+}
+
+impl ConfinedBackend {
+    fn new(root: &Path) -> ConfinedBackend {
+        ConfinedBackend { root: root.into() }
+    }
+}
+
+/// Where `path` really is, if that is inside the real `root`; `NotFound` otherwise, so a
+/// refused path looks exactly like a missing one (and `ServeDir` moves on to the next
+/// precompressed candidate, or answers 404).
+fn confine(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    let root = std::fs::canonicalize(root)?;
+    let real = std::fs::canonicalize(path)?;
+    if real.starts_with(&root) {
+        Ok(real)
+    } else {
+        tracing::debug!(path = %path.display(), real = %real.display(), "static path leaves its directory; refused");
+        Err(io::ErrorKind::NotFound.into())
+    }
+}
+
+type IoFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+/// Runs blocking file system work on tokio's blocking pool, as `tokio::fs` does, but one hop for
+/// the resolve-check-open sequence instead of one per call.
+fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> IoFuture<T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|err| Err(io::Error::other(err)))
+    })
+}
+
+impl Backend for ConfinedBackend {
+    type File = ConfinedFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = IoFuture<ConfinedFile>;
+    type MetadataFuture = IoFuture<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let root = self.root.clone();
+        blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let real = confine(&root, &path)?;
+            // The real path has no symlinks now; O_NOFOLLOW refuses one swapped in for the
+            // last component since, and O_NONBLOCK keeps a FIFO from blocking the open.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(real)?;
+            if !file.metadata()?.is_file() {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            Ok(ConfinedFile(tokio::fs::File::from_std(file)))
+        })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let root = self.root.clone();
+        blocking(move || std::fs::metadata(confine(&root, &path)?))
+    }
+}
+
+/// An open regular file inside a static directory.
+struct ConfinedFile(tokio::fs::File);
+
+impl AsyncRead for ConfinedFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncSeek for ConfinedFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.0).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.0).poll_complete(cx)
+    }
+}
+
+impl File for ConfinedFile {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> =
+        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        Box::pin(self.0.metadata())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_names_are_recognised() {
+        for name in [
+            "app.3f2a9c1b0e4d.css",
+            "main.3f2a9c1b.js",
+            "app.css.3f2a9c1b0e4d.map",
+            "application-4d5f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f.css",
+            "chunk.0a1b2c3d4e5f6a7b8c9d.js",
+        ] {
+            assert!(is_hashed_name(name), "{name}");
+        }
+        for name in [
+            "app.css",
+            "report.20240101.css",
+            "jquery-3.7.1.min.js",
+            "app.deadbeefcafe.css",
+            "app.3F2A9C1B0E4D.css",
+            "app.3f2a9c1.css",
+            ".3f2a9c1b0e4d.css",
+            "3f2a9c1b0e4d",
+            "app.3f2a9c1b0e4d.",
+            "index-BdVQ7b3x.js",
+            "app.3f2a9c1b0e4d.css.gz.x",
+            // 65 hex digits: longer than any digest in use.
+            "application-4d5f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1.css",
+        ] {
+            assert!(!is_hashed_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_tag_or_the_exact_date() {
+        let mut response = HeaderMap::new();
+        response.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        response.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Tue, 01 Jul 2025 10:00:00 GMT"),
+        );
+        let check = |value: &'static str| {
+            let mut request = HeaderMap::new();
+            request.insert(header::IF_RANGE, HeaderValue::from_static(value));
+            if_range_matches(&request, &response)
+        };
+        assert!(check("\"abc\""));
+        assert!(!check("\"abd\""));
+        assert!(!check("W/\"abc\""));
+        assert!(check("Tue, 01 Jul 2025 10:00:00 GMT"));
+        assert!(!check("Tue, 01 Jul 2025 10:00:01 GMT"));
+        assert!(if_range_matches(&HeaderMap::new(), &response));
+    }
+
+    #[test]
+    fn confinement_follows_symlinks_and_refuses_the_way_out() {
+        use std::os::unix::fs::symlink;
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("static");
+        std::fs::create_dir_all(root.join("css")).unwrap();
+        std::fs::write(root.join("css/app.css"), "body{}").unwrap();
+        std::fs::write(top.path().join("secret.txt"), "secret").unwrap();
+        symlink(root.join("css/app.css"), root.join("inside.css")).unwrap();
+        symlink(top.path().join("secret.txt"), root.join("outside.txt")).unwrap();
+        symlink(top.path(), root.join("up")).unwrap();
+        // The root itself reached through a symlink, as in `current -> releases/N`.
+        symlink(&root, top.path().join("current")).unwrap();
+
+        let real_root = std::fs::canonicalize(&root).unwrap();
+        assert_eq!(
+            confine(&root, &root.join("inside.css")).unwrap(),
+            real_root.join("css/app.css")
+        );
+        let via_link = top.path().join("current");
+        assert_eq!(
+            confine(&via_link, &via_link.join("css/app.css")).unwrap(),
+            real_root.join("css/app.css")
+        );
+        for escape in ["outside.txt", "up/secret.txt", "css/../../secret.txt"] {
+            let err = confine(&root, &root.join(escape)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{escape}");
+        }
+    }
+}
