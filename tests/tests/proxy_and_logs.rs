@@ -248,3 +248,31 @@ fn no_access_log_unless_asked() {
     conn.request(&Request::get("/environ")).unwrap();
     assert_eq!(sluice.count_log(|line| line.contains(&id)), 0);
 }
+
+#[test]
+fn static_files_get_an_id_and_a_log_line_without_python_times() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "static bytes\n").unwrap();
+    let sluice = Sluice::serve("suite:app")
+        .arg("--static")
+        .arg(format!("/static/={}", dir.path().display()))
+        .arg("--access-log")
+        .arg("json")
+        .start();
+    let mut conn = Conn::connect(sluice.addr()).unwrap();
+    let response = conn
+        .request(&Request::get("/static/a.txt").header("X-Request-ID", "static-1"))
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text(), "static bytes\n");
+    assert_eq!(response.header("x-request-id"), Some("static-1"));
+    let line = wait_for(DEADLINE, "the static file's log line", || {
+        json_lines(&sluice)
+            .into_iter()
+            .find(|line| line["request_id"] == "static-1")
+    });
+    assert_eq!(line["path"], "/static/a.txt");
+    assert_eq!(line["bytes"], 13);
+    assert_eq!(line["python_ms"], Value::Null);
+    assert_eq!(line["queue_ms"], Value::Null);
+}
