@@ -401,6 +401,9 @@ fn respond(
 
     // Whatever the first reads brought in beyond the head: often the whole body and its end.
     let mut early = Vec::new();
+    // A frame other than body or end that the first reads brought (an error frame): decoding
+    // took it off the buffer, so the pump must be handed it, not left to wait for another.
+    let mut next = None;
     loop {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
@@ -419,8 +422,13 @@ fn respond(
                 return Ok(response);
             }
             Ok(None) => break,
-            // An error frame or garbage right behind the head: let the pump report it.
-            Ok(Some(_)) | Err(_) => break,
+            // An error frame right behind the head: the pump reports it.
+            Ok(Some(frame)) => {
+                next = Some(frame);
+                break;
+            }
+            // Garbage: still in the buffer, where the pump's first decode finds it again.
+            Err(_) => break,
         }
     }
     let (tx, body) = body_channel(app.config.edge.response_buffer);
@@ -434,7 +442,7 @@ fn respond(
                 return;
             }
         }
-        pump(conn, &tx, &name, context.id_str(), idle).await;
+        pump(conn, next, &tx, &name, context.id_str(), idle).await;
         // Before `tx` goes: the client's body ends (and the access log is written) only then.
         context.timing.set_python(sent_at.elapsed());
         drop(busy);
@@ -444,10 +452,22 @@ fn respond(
     Ok(response)
 }
 
-/// Moves body frames from the worker to the client's body channel until the end frame.
-async fn pump(mut conn: Conn, tx: &BodySender, app: &str, request_id: &str, idle: Duration) {
+/// Moves body frames from the worker to the client's body channel until the end frame,
+/// starting with `next` if the caller already decoded one.
+async fn pump(
+    mut conn: Conn,
+    mut next: Option<Frame>,
+    tx: &BodySender,
+    app: &str,
+    request_id: &str,
+    idle: Duration,
+) {
     loop {
-        let frame = match timeout(idle, read_frame(&mut conn)).await {
+        let read = match next.take() {
+            Some(frame) => Ok(Ok(Some(frame))),
+            None => timeout(idle, read_frame(&mut conn)).await,
+        };
+        let frame = match read {
             Ok(Ok(Some(frame))) => frame,
             Ok(outcome) => {
                 let why = match outcome {

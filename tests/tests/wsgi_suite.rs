@@ -646,3 +646,25 @@ fn wsgi_flags_follow_worker_config() {
     assert_eq!(env["wsgi.multiprocess"], false);
     assert_eq!(env["wsgi.run_once"], false);
 }
+
+/// The error frame of an app that raises right after its first chunk often arrives in the same
+/// read as the head. It must still end the response at once: once, it was decoded, dropped, and
+/// the response hung until the request timeout.
+#[test]
+fn an_error_right_behind_the_head_cuts_the_response_off_at_once() {
+    let sluice = Sluice::serve("suite:app")
+        .arg("--timeout")
+        .arg("120s")
+        .start();
+    for attempt in 0..30 {
+        let mut conn = Conn::connect(sluice.addr()).unwrap();
+        conn.set_read_timeout(std::time::Duration::from_secs(20))
+            .unwrap();
+        let resp = conn
+            .request(&Request::get("/raise-after"))
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert_eq!(resp.status(), 200);
+        // What was sent before the cut may or may not have left hyper's buffer; the cut must.
+        assert_eq!(resp.end, BodyEnd::CutOff, "attempt {attempt}");
+    }
+}
