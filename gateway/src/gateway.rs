@@ -58,6 +58,7 @@ impl Bind {
         let accept_loop = tokio::spawn(server::accept_loop(
             listener,
             server::app_router(route.clone()),
+            route.clone(),
             graceful.clone(),
             accepting.clone(),
         ));

@@ -6,6 +6,9 @@
 //! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
 //!   scale, stop).
 //! - `server`: accept loops and HTTP/1.1 connections per bind.
+//! - `framing`: the byte-level screen of each connection (strict HTTP/1.1 framing and limits).
+//! - `strict`: the middleware that turns what the screen found, and what a parsed request says
+//!   about its Host and target, into 400 / 414 / 431 before any handler runs.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
@@ -15,10 +18,12 @@
 pub mod config;
 mod error;
 mod forward;
+mod framing;
 mod gateway;
 mod pool;
 mod server;
 mod shutdown;
+mod strict;
 mod supervisor;
 
 pub use config::{AppConfig, Config, ConfigError};
