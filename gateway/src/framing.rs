@@ -245,16 +245,63 @@ const CONTENT_LENGTH: &[u8] = b"content-length";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
 const CHUNKED: &[u8] = b"chunked";
 
-/// tchar (RFC 9110 §5.6.2): the bytes of a token.
-fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
-        | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+// Byte classes, one table lookup per byte for the runs that make up most of a head.
+/// tchar (RFC 9110 §5.6.2): the bytes of a token (a method, a field name).
+const TCHAR: u8 = 1;
+/// Visible ASCII but `#`: a request target (RFC 9112 §3.2) has no fragment and no raw non-ASCII.
+const TARGET: u8 = 2;
+/// field-vchar, SP and HTAB (RFC 9110 §5.5): what a field value may hold.
+const VALUE: u8 = 4;
+/// Visible ASCII.
+const VCHAR: u8 = 8;
+
+static CLASSES: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if matches!(byte,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+            | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+        {
+            class |= TCHAR;
+        }
+        if byte > b' ' && byte < 0x7f {
+            class |= VCHAR;
+            if byte != b'#' {
+                class |= TARGET;
+            }
+        }
+        if byte == b'\t' || byte == b' ' || (byte > b' ' && byte != 0x7f) {
+            class |= VALUE;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
 }
 
-/// field-vchar, SP and HTAB (RFC 9110 §5.5): what a field value may hold.
+fn is(class: u8, b: u8) -> bool {
+    CLASSES[b as usize] & class != 0
+}
+
+/// How many leading bytes of `bytes` are of `class`.
+fn run_length(class: u8, bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| !is(class, b))
+        .unwrap_or(bytes.len())
+}
+
+fn is_tchar(b: u8) -> bool {
+    is(TCHAR, b)
+}
+
 fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+    is(VALUE, b)
 }
 
 fn is_ws(b: u8) -> bool {
@@ -361,38 +408,39 @@ impl Scanner {
                 };
                 return Ok(i + take as usize);
             }
-            // The bulk of a head: runs of plain bytes go by in a tight loop, as far as the
-            // line's limit allows (the byte beyond it is left to `byte`, which rejects it). A
-            // target is visible ASCII without a fragment (RFC 9112 §3.2).
-            State::TargetStart | State::Target => {
-                let room = self.limits.line.saturating_sub(self.line_len);
-                let run = bytes[i..]
-                    .iter()
-                    .take(room)
-                    .take_while(|&&b| b > b' ' && b < 0x7f && b != b'#')
-                    .count();
-                if run > 0 {
-                    self.state = State::Target;
-                    self.line_len += run;
-                    return Ok(i + run);
-                }
-            }
-            State::Value if self.framing == Framing::Other => {
-                let room = self.limits.field_size.saturating_sub(self.line_len);
-                let run = bytes[i..]
-                    .iter()
-                    .take(room)
-                    .take_while(|&&b| is_value_byte(b))
-                    .count();
-                if run > 0 {
-                    self.line_len += run;
-                    return Ok(i + run);
+            _ => {}
+        }
+        // The bulk of a head: runs of plain bytes go by in a tight loop, as far as the line's
+        // limit allows. Whatever ends a run (or is beyond the limit) is left to `byte`.
+        let (class, limit) = match self.state {
+            State::Method => (TCHAR, self.limits.line),
+            State::TargetStart | State::Target => (TARGET, self.limits.line),
+            State::Version => (VCHAR, self.limits.line),
+            State::Name => (TCHAR, self.limits.field_size),
+            State::Value if self.framing == Framing::Other => (VALUE, self.limits.field_size),
+            _ => (0, 0),
+        };
+        let end = i + limit.saturating_sub(self.line_len).min(bytes.len() - i);
+        let run = run_length(class, &bytes[i..end]);
+        if run == 0 {
+            self.byte(b)?;
+            return Ok(i + 1);
+        }
+        match self.state {
+            State::TargetStart => self.state = State::Target,
+            State::Name => {
+                for (at, &b) in bytes[i..i + run].iter().enumerate() {
+                    if !self.maybe_content_length && !self.maybe_transfer_encoding {
+                        self.name_len += run - at;
+                        break;
+                    }
+                    self.name_byte(b);
                 }
             }
             _ => {}
         }
-        self.byte(b)?;
-        Ok(i + 1)
+        self.line_len += run;
+        Ok(i + run)
     }
 
     /// Counts one more byte of the current line (never its CR) against the line's limit.
@@ -874,6 +922,18 @@ mod tests {
         scan(bytes)
             .0
             .unwrap_or_else(|| panic!("no fault in {:?}", String::from_utf8_lossy(bytes)))
+    }
+
+    #[test]
+    fn byte_classes_follow_the_grammar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is(TCHAR, b), tchar, "{b:#04x}");
+            assert_eq!(is(VCHAR, b), b.is_ascii_graphic(), "{b:#04x}");
+            assert_eq!(is(TARGET, b), b.is_ascii_graphic() && b != b'#', "{b:#04x}");
+            let value = b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80;
+            assert_eq!(is(VALUE, b), value, "{b:#04x}");
+        }
     }
 
     #[test]
