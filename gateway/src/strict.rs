@@ -235,6 +235,8 @@ mod tests {
         let ok = |method: Method, target: &str| check_target(&method, &target.parse().unwrap());
         assert!(ok(Method::GET, "/").is_ok());
         assert!(ok(Method::GET, "/a/b?c=d").is_ok());
+        // An empty first segment is still a path (RFC 3986 §3.3), not an authority.
+        assert!(ok(Method::GET, "//a/b").is_ok());
         assert!(ok(Method::OPTIONS, "*").is_ok());
         assert!(ok(Method::GET, "*").is_err());
         assert!(ok(Method::GET, "http://h/").is_err());

@@ -58,6 +58,7 @@ const CASES: &[Case] = &[
     case("Host as an IPv6 literal, RFC 3986 §3.2.2", b"GET /echo HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", Echoes(b"")),
     case("empty Host (no authority), RFC 9112 §3.2", b"GET /echo HTTP/1.1\r\nHost:\r\n\r\n", Echoes(b"")),
     case("obs-text and HTAB inside a field value, RFC 9110 §5.5", b"GET /echo HTTP/1.1\r\nHost: t\r\nX-Latin: caf\xe9\tau lait\r\n\r\n", Echoes(b"")),
+    case("an empty first path segment is origin-form, not an authority, RFC 3986 §3.3", b"GET //echo HTTP/1.1\r\nHost: t\r\n\r\n", Echoes(b"")),
     case("asterisk-form with OPTIONS, RFC 9112 §3.2.4", b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", Served(404)),
     case("percent-encoded bytes in the target, RFC 3986 §2.1", b"GET /echo/%00%0d%0a?q=%ff HTTP/1.1\r\nHost: t\r\n\r\n", Echoes(b"")),
     // --- the request line, RFC 9112 §3 ---------------------------------------------------------
