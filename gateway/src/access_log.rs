@@ -146,6 +146,7 @@ mod tests {
             id: HeaderValue::from_static("abc-123"),
             client: "203.0.113.7:0".parse().unwrap(),
             scheme: sluice_proto::Scheme::Https,
+            host: None,
             timing: Timing::default(),
         };
         context.timing.set_queued(Duration::from_micros(250));

@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue};
 use sluice_proto::Scheme;
 
 use crate::access_log::{self, AccessRecord};
@@ -36,6 +36,9 @@ pub(crate) struct RequestContext {
     /// The client as the outermost trusted proxy saw it, else the TCP peer.
     pub(crate) client: SocketAddr,
     pub(crate) scheme: Scheme,
+    /// The host the outermost trusted proxy was asked for; the app sees it as `HTTP_HOST`.
+    /// The request's own Host header is left as it came, for the strict checks.
+    pub(crate) host: Option<HeaderValue>,
     pub(crate) timing: Timing,
 }
 
@@ -139,13 +142,11 @@ pub(crate) async fn observe(
         }
     };
     let forwarded = proxy::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
-    if let Some(host) = forwarded.host {
-        request.headers_mut().insert(HOST, host);
-    }
     let context = Arc::new(RequestContext {
         id: id.clone(),
         client: forwarded.client.unwrap_or(info.peer),
         scheme: forwarded.scheme.unwrap_or(Scheme::Http),
+        host: forwarded.host,
         timing: Timing::default(),
     });
     request.extensions_mut().insert(context.clone());

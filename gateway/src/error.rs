@@ -7,6 +7,13 @@ use http::{header, HeaderValue, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GatewayError {
+    /// Broken or ambiguous HTTP/1.1 framing, or a Host or target the edge does not accept.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request line longer than limit_request_line")]
+    RequestLineTooLong,
+    #[error("request header fields beyond limit_request_fields or limit_request_field_size")]
+    HeaderFieldsTooLarge,
     #[error("request body larger than max_body")]
     BodyTooLarge,
     #[error("request body could not be read")]
@@ -26,6 +33,12 @@ pub(crate) enum GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, text) = match self {
+            GatewayError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad Request\n"),
+            GatewayError::RequestLineTooLong => (StatusCode::URI_TOO_LONG, "URI Too Long\n"),
+            GatewayError::HeaderFieldsTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request Header Fields Too Large\n",
+            ),
             GatewayError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
             GatewayError::BadBody => (StatusCode::BAD_REQUEST, "Bad Request\n"),
             GatewayError::BodyTooSlow => (StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
@@ -45,9 +58,15 @@ impl IntoResponse for GatewayError {
         }
         if matches!(
             self,
-            GatewayError::BodyTooLarge | GatewayError::BadBody | GatewayError::BodyTooSlow
+            GatewayError::BodyTooLarge
+                | GatewayError::BadBody
+                | GatewayError::BodyTooSlow
+                | GatewayError::Malformed(_)
+                | GatewayError::RequestLineTooLong
+                | GatewayError::HeaderFieldsTooLarge
         ) {
-            // The rest of an unread body would be taken for the next request.
+            // The rest of an unread body would be taken for the next request; after a malformed
+            // head nothing on the connection can be trusted to be framed right.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

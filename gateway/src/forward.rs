@@ -129,7 +129,7 @@ async fn forward_inner(
 ) -> Result<Response, GatewayError> {
     let request_id = context.id_str();
     let app = route.load_full();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let info = parts
         .extensions
         .get::<ConnInfo>()
@@ -168,6 +168,10 @@ async fn forward_inner(
         body_len,
         has_body,
     };
+    if let Some(host) = &context.host {
+        // The host a trusted proxy was asked for is the one the app should build URLs with.
+        parts.headers.insert(header::HOST, host.clone());
+    }
     let headers = || {
         parts
             .headers

@@ -11,6 +11,9 @@
 //!   writes the `access_log` line.
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `clock`: a client connection's header and keep-alive timeouts.
+//! - `framing`: the byte-level screen of each connection (strict HTTP/1.1 framing and limits).
+//! - `strict`: the middleware that turns what the screen found, and what a parsed request says
+//!   about its Host and target, into 400 / 414 / 431 before any handler runs.
 //! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
 //! - `static_files`: each app's static directories, served without Python.
 //! - `compress`: gzip and br for compressible responses, per app.
@@ -30,6 +33,7 @@ pub mod config;
 mod context;
 mod error;
 mod forward;
+mod framing;
 mod gateway;
 mod metrics;
 mod pool;
@@ -37,6 +41,7 @@ mod proxy;
 mod server;
 mod shutdown;
 mod static_files;
+mod strict;
 mod supervisor;
 
 pub use config::{AppConfig, Config, ConfigError};

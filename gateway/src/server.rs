@@ -22,7 +22,12 @@ use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::compress::compress;
 use crate::context;
 use crate::forward::{forward, ConnInfo, Route};
+use crate::framing::{Limits, Screen, Screened};
 use crate::static_files::serve_static;
+use crate::strict::StrictLayer;
+
+/// hyper's own cap on header fields when none is configured; it answers 431 beyond it.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// The router of one app; built without a socket so tests could drive it directly. Static
 /// files are answered before the forwarder; compression wraps both.
@@ -31,6 +36,8 @@ pub(crate) fn app_router(route: Arc<Route>) -> Router {
         .fallback(any(forward))
         .layer(from_fn_with_state(route.clone(), serve_static))
         .layer(from_fn_with_state(route.clone(), compress))
+        // Around every route: no handler sees a request the checks refuse.
+        .layer(StrictLayer)
         // Outermost: static files, compressed bodies and refusals all get an id, a log line and
         // their metrics.
         .layer(from_fn_with_state(route.clone(), context::observe))
@@ -70,18 +77,22 @@ pub(crate) async fn accept_loop(
             peer,
             local: stream.local_addr().ok().or(local).unwrap_or(peer),
         };
-        let timeouts = {
+        let (timeouts, limits) = {
+            // The settings of the app served now: a reload changes them for new connections.
             let app = route.load();
-            Timeouts {
+            let timeouts = Timeouts {
                 header: app.config.edge.header_timeout,
                 keepalive: app.config.edge.keepalive,
-            }
+            };
+            (timeouts, Limits::from(&app.config.edge))
         };
-        let io = ClockedIo::new(stream, timeouts);
+        let screen = Arc::new(Screen::default());
+        let io = ClockedIo::new(Screened::new(stream, limits, screen.clone()), timeouts);
         let phase = io.phase();
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(info);
+            request.extensions_mut().insert(screen.clone());
             phase.serving();
             let phase = phase.clone();
             let response = router.clone().oneshot(request);
@@ -90,7 +101,13 @@ pub(crate) async fn accept_loop(
                 Ok::<_, std::convert::Infallible>(response.map(|body| EndsPhase::new(body, phase)))
             }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // The screen counts fields too, but hyper must not refuse first at its own default.
+        // Left alone below that: an explicit cap moves hyper's header array to the heap.
+        if limits.fields > HYPER_DEFAULT_MAX_HEADERS {
+            builder.max_headers(limits.fields);
+        }
+        let connection = builder
             .timer(TokioTimer::new())
             // `ClockedIo` keeps the header and keep-alive timeouts.
             .header_read_timeout(None)

@@ -320,7 +320,21 @@ ROUTES = {
 }
 
 
+# Opt-in: with SUITE_RECORD=NAME in the environment, every request the app sees is appended as one
+# line to $SLUICE_TEST_STATE/NAME, so a test can prove that a request never reached Python.
+RECORD = os.environ.get("SUITE_RECORD")
+
+
+def record(environ):
+    seen = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), environ.get("QUERY_STRING"))
+    # One short O_APPEND write per line: workers and threads never interleave within a line.
+    with open(state_path(RECORD), "a", encoding="utf-8") as f:
+        f.write(repr(seen) + "\n")
+
+
 def app(environ, start_response):
+    if RECORD:
+        record(environ)
     first = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
     handler = ROUTES.get(first)
     if handler is None:

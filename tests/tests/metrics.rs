@@ -89,16 +89,21 @@ fn counters_move_by_exactly_the_traffic_sent() {
         .request(&Request::post("/echo", vec![b'x'; 1000]))
         .unwrap();
     assert_eq!(too_big.status(), 413);
+    // Refused by the strict checks (two Host fields): a 4xx too.
+    let mut conn = Conn::connect(sluice.addr()).unwrap();
+    conn.send_raw(b"GET /environ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        .unwrap();
+    assert_eq!(conn.read_response("GET").unwrap().status(), 400);
 
     let after = settled(&sluice, "shop");
     let delta = |series: &str| value(&after, series) - value(&before, series);
     assert_eq!(requests(&after, "2xx") - requests(&before, "2xx"), 7.0);
-    assert_eq!(requests(&after, "4xx") - requests(&before, "4xx"), 4.0);
+    assert_eq!(requests(&after, "4xx") - requests(&before, "4xx"), 5.0);
     assert_eq!(requests(&after, "5xx") - requests(&before, "5xx"), 2.0);
     assert_eq!(requests(&after, "3xx") - requests(&before, "3xx"), 0.0);
     assert_eq!(
         delta("sluice_request_duration_seconds_count{app=\"shop\"}"),
-        13.0
+        14.0
     );
     assert_eq!(
         delta("sluice_queue_wait_seconds_count{app=\"shop\"}"),
@@ -108,7 +113,7 @@ fn counters_move_by_exactly_the_traffic_sent() {
     // Every request took less than a minute: all of them are in the last finite bucket.
     assert_eq!(
         delta("sluice_request_duration_seconds_bucket{le=\"60.0\",app=\"shop\"}"),
-        13.0,
+        14.0,
         "{after}"
     );
     assert_eq!(value(&after, "sluice_workers_alive{app=\"shop\"}"), 2.0);

@@ -1,0 +1,1226 @@
+//! The byte-level screen of every client connection: a sans-I/O scanner of HTTP/1.1 message
+//! framing (RFC 9112) that sees each byte a client sends before hyper does, and the I/O wrapper
+//! that runs it.
+//!
+//! hyper (through httparse) is lenient where a front end must not be: it takes a bare LF as a
+//! line ending, merges duplicate identical `Content-Length` fields, drops `Content-Length` when
+//! `Transfer-Encoding` is present, accepts `gzip, chunked`, and skips chunk extensions unread.
+//! Once hyper has parsed a head, some of that is no longer visible (the dropped
+//! `Content-Length`), so the scanner reads the raw bytes instead. It follows the message
+//! framing itself (head, then a `Content-Length` or chunked body, then the next head), so
+//! body bytes are never mistaken for a head across keep-alive and pipelining.
+//!
+//! What it finds reaches the client in one of two ways:
+//! - A fault in a head is recorded in the connection's [`Screen`]; the bytes still go to hyper,
+//!   which parses the head and hands the request to the `strict` middleware, which answers with
+//!   the fault's status (400, 414 or 431) and closes. Nothing is forwarded.
+//! - A fault in a body (chunk framing, trailers) also ends the stream hyper reads: the read that
+//!   carries the bad byte is cut just before it, and the next read fails. hyper fails the request
+//!   body, the forwarder, which buffers every body before Python sees it, answers 400 and closes.
+//!
+//! The scanner only adds strictness: whatever hyper rejects on its own it still rejects. For a
+//! well-formed message both agree on where it ends, which is what keeps them in step; if hyper
+//! ever parsed a head the scanner has not finished, the middleware fails closed.
+//!
+//! Cost: one pass over head and chunk-size lines, a counter for body bytes, no allocation.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::EdgeConfig;
+
+/// The most bytes a whole request head may take: hyper's own read buffer cap
+/// (`DEFAULT_MAX_BUFFER_SIZE`, which sluice leaves alone). hyper answers 431 when an unfinished
+/// head fills its buffer, but a single read can overshoot the cap and let a larger head through;
+/// counting here makes every head beyond it a 431, whatever the reads were.
+pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+
+/// The size limits the scanner enforces, from the app's edge settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Longest request line, without its CRLF.
+    pub(crate) line: usize,
+    /// Most field lines in a head (and in a trailer section).
+    pub(crate) fields: usize,
+    /// Longest field line (name, colon, value), without its CRLF; also bounds chunk-size lines.
+    pub(crate) field_size: usize,
+}
+
+impl From<&EdgeConfig> for Limits {
+    fn from(edge: &EdgeConfig) -> Limits {
+        Limits {
+            line: edge.limit_request_line,
+            fields: edge.limit_request_fields,
+            field_size: edge.limit_request_field_size,
+        }
+    }
+}
+
+/// What is wrong with a request, as found in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// A LF without the CR before it (RFC 9112 §2.2).
+    BareLf,
+    /// A CR not followed by LF (RFC 9112 §2.2).
+    BareCr,
+    /// A request line that is not `method SP origin-target SP version` in visible ASCII
+    /// (RFC 9112 §3), e.g. a control byte, raw non-ASCII or a fragment in the target.
+    RequestLine,
+    /// A field line that starts with whitespace: obs-fold (RFC 9112 §5.2) or whitespace before
+    /// the first field (§2.2).
+    ObsFold,
+    /// A field name that is empty, not a token, or followed by whitespace before the colon
+    /// (RFC 9112 §5.1), or a field line without a colon.
+    FieldName,
+    /// A control byte or DEL in a field value (RFC 9110 §5.5).
+    FieldValue,
+    /// `Content-Length` that is not one decimal number (RFC 9110 §8.6).
+    ContentLength,
+    /// More than one `Content-Length` field line, even with equal values (RFC 9112 §6.3).
+    DuplicateContentLength,
+    /// `Transfer-Encoding` other than exactly one `chunked` (RFC 9112 §6.1): no other codings,
+    /// no parameters, not twice, not on two field lines.
+    TransferEncoding,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1): the smuggling classic.
+    ContentLengthWithTransferEncoding,
+    /// A chunk size that is not 1*HEXDIG fitting in 64 bits, or a malformed chunk-size line
+    /// (RFC 9112 §7.1).
+    ChunkSize,
+    /// A chunk extension that is not `;name[=token|quoted-string]` (RFC 9112 §7.1.1).
+    ChunkExtension,
+    /// Chunk data not followed by CRLF (RFC 9112 §7.1).
+    ChunkData,
+    /// A chunk-size line longer than `limit_request_field_size`.
+    ChunkLineTooLong,
+    /// A request line longer than `limit_request_line`.
+    RequestLineTooLong,
+    /// A field line (in a head or a trailer section) longer than `limit_request_field_size`.
+    FieldTooLarge,
+    /// More field lines (in a head or a trailer section) than `limit_request_fields`.
+    TooManyFields,
+    /// A head longer than [`MAX_HEAD_BYTES`] in all.
+    HeadTooLarge,
+}
+
+impl Fault {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Fault::BareLf => "bare LF where CRLF is required",
+            Fault::BareCr => "bare CR where CRLF is required",
+            Fault::RequestLine => "malformed request line",
+            Fault::ObsFold => "obsolete line folding",
+            Fault::FieldName => "malformed field name",
+            Fault::FieldValue => "control byte in a field value",
+            Fault::ContentLength => "invalid Content-Length",
+            Fault::DuplicateContentLength => "more than one Content-Length",
+            Fault::TransferEncoding => "Transfer-Encoding other than chunked",
+            Fault::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Fault::ChunkSize => "malformed chunk size",
+            Fault::ChunkExtension => "malformed chunk extension",
+            Fault::ChunkData => "chunk data not followed by CRLF",
+            Fault::ChunkLineTooLong => "chunk-size line too long",
+            Fault::RequestLineTooLong => "request line too long",
+            Fault::FieldTooLarge => "header field too large",
+            Fault::TooManyFields => "too many header fields",
+            Fault::HeadTooLarge => "request head too large",
+        }
+    }
+}
+
+/// Where the scanner stopped: the offset of the offending byte in the slice it was given, and
+/// whether that byte belongs to a body (chunk lines, chunk data, trailers) rather than a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stop {
+    pub(crate) at: usize,
+    pub(crate) fault: Fault,
+    pub(crate) in_body: bool,
+}
+
+/// Which line a CR ends; decides where the scanner goes once its LF arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// An empty line before a request line (RFC 9112 §2.2 lets a server ignore it).
+    Leading,
+    Request,
+    Field,
+    /// The empty line ending a head.
+    HeadEnd,
+    ChunkSize,
+    /// The empty line ending a trailer section, and with it the message.
+    TrailerEnd,
+}
+
+/// The framing field a field line is, as far as its name tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Other,
+    ContentLength,
+    TransferEncoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between messages: a request line or an empty line comes next.
+    Idle,
+    Method,
+    /// The first byte of the target.
+    TargetStart,
+    Target,
+    Version,
+    /// A CR was seen; the LF must follow.
+    Lf(Line),
+    /// The start of a field line, or the empty line that ends the section.
+    FieldStart,
+    Name,
+    /// Inside a field value (its leading OWS included).
+    Value,
+    /// Fixed-length body bytes still to come.
+    Body(u64),
+    /// The first digit of a chunk size.
+    ChunkStart,
+    ChunkSize,
+    /// Whitespace after the chunk size: only `;` (an extension) may follow.
+    ChunkSizeWs,
+    /// After `;`: whitespace, then an extension name.
+    ExtBeforeName,
+    ExtName,
+    /// Whitespace after an extension name: `=` or `;` may follow.
+    ExtAfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ExtBeforeValue,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash inside a quoted string.
+    ExtQuotedPair,
+    /// After a quoted string: whitespace and `;`, or the end of the line.
+    ExtAfterValue,
+    /// Whitespace after an extension value: only `;` may follow.
+    ExtAfterValueWs,
+    ChunkData(u64),
+    ChunkDataCr,
+    ChunkDataLf,
+}
+
+/// The framing of one client connection's byte stream, checked as it arrives in pieces of any
+/// size.
+#[derive(Debug)]
+pub(crate) struct Scanner {
+    limits: Limits,
+    state: State,
+    /// Bytes of the current line so far, for the limits.
+    line_len: usize,
+    /// Bytes of the current head before the current line, CRLFs and leading empty lines
+    /// included.
+    head_len: usize,
+    /// Field lines so far in the current head or trailer section.
+    fields: usize,
+    /// Inside a trailer section rather than a head.
+    trailers: bool,
+    /// Heads scanned to their end without a fault.
+    heads: u64,
+    // The current field line: which framing field its name makes it, and how far the name
+    // still matches each of the two that matter.
+    framing: Framing,
+    name_len: usize,
+    maybe_content_length: bool,
+    maybe_transfer_encoding: bool,
+    // The current value of a framing field: digits or letters of `chunked` seen, and whether
+    // whitespace came after them.
+    value: u64,
+    value_len: usize,
+    value_ws: bool,
+    // The framing of the current head.
+    content_length: Option<u64>,
+    chunked: bool,
+    /// The size of the chunk whose size line is being read.
+    chunk: u64,
+}
+
+const CONTENT_LENGTH: &[u8] = b"content-length";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+const CHUNKED: &[u8] = b"chunked";
+
+// Byte classes, one table lookup per byte for the runs that make up most of a head.
+/// tchar (RFC 9110 §5.6.2): the bytes of a token (a method, a field name).
+const TCHAR: u8 = 1;
+/// Visible ASCII but `#`: a request target (RFC 9112 §3.2) has no fragment and no raw non-ASCII.
+const TARGET: u8 = 2;
+/// field-vchar, SP and HTAB (RFC 9110 §5.5): what a field value may hold.
+const VALUE: u8 = 4;
+/// Visible ASCII.
+const VCHAR: u8 = 8;
+
+static CLASSES: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if matches!(byte,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+            | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+        {
+            class |= TCHAR;
+        }
+        if byte > b' ' && byte < 0x7f {
+            class |= VCHAR;
+            if byte != b'#' {
+                class |= TARGET;
+            }
+        }
+        if byte == b'\t' || byte == b' ' || (byte > b' ' && byte != 0x7f) {
+            class |= VALUE;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+}
+
+fn is(class: u8, b: u8) -> bool {
+    CLASSES[b as usize] & class != 0
+}
+
+/// How many leading bytes of `bytes` are of `class`.
+fn run_length(class: u8, bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| !is(class, b))
+        .unwrap_or(bytes.len())
+}
+
+fn is_tchar(b: u8) -> bool {
+    is(TCHAR, b)
+}
+
+fn is_value_byte(b: u8) -> bool {
+    is(VALUE, b)
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn hex_value(b: u8) -> Option<u64> {
+    (b as char).to_digit(16).map(u64::from)
+}
+
+impl Scanner {
+    pub(crate) fn new(limits: Limits) -> Scanner {
+        Scanner {
+            limits,
+            state: State::Idle,
+            line_len: 0,
+            head_len: 0,
+            fields: 0,
+            trailers: false,
+            heads: 0,
+            framing: Framing::Other,
+            name_len: 0,
+            maybe_content_length: false,
+            maybe_transfer_encoding: false,
+            value: 0,
+            value_len: 0,
+            value_ws: false,
+            content_length: None,
+            chunked: false,
+            chunk: 0,
+        }
+    }
+
+    /// Heads scanned to their end without a fault.
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// Is the scanner inside a body (chunk lines, chunk data, trailers) rather than a head?
+    fn in_body(&self) -> bool {
+        match self.state {
+            State::Body(_)
+            | State::ChunkStart
+            | State::ChunkSize
+            | State::ChunkSizeWs
+            | State::ExtBeforeName
+            | State::ExtName
+            | State::ExtAfterName
+            | State::ExtBeforeValue
+            | State::ExtToken
+            | State::ExtQuoted
+            | State::ExtQuotedPair
+            | State::ExtAfterValue
+            | State::ExtAfterValueWs
+            | State::ChunkData(_)
+            | State::ChunkDataCr
+            | State::ChunkDataLf => true,
+            State::Lf(line) => line == Line::ChunkSize || (self.trailers && line != Line::Leading),
+            State::FieldStart | State::Name | State::Value => self.trailers,
+            State::Idle | State::Method | State::TargetStart | State::Target | State::Version => {
+                false
+            }
+        }
+    }
+
+    /// Checks the next bytes of the stream. After a fault the scanner is done with the
+    /// connection: the caller stops feeding it.
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.step(bytes, i) {
+                Ok(next) => i = next,
+                Err(fault) => {
+                    return Err(Stop {
+                        at: i,
+                        fault,
+                        in_body: self.in_body(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes what it can from `bytes[i..]` (at least one byte) and returns where to go on.
+    fn step(&mut self, bytes: &[u8], i: usize) -> Result<usize, Fault> {
+        let b = bytes[i];
+        match self.state {
+            State::Body(left) => {
+                let take = left.min((bytes.len() - i) as u64);
+                self.state = if take == left {
+                    State::Idle
+                } else {
+                    State::Body(left - take)
+                };
+                return Ok(i + take as usize);
+            }
+            State::ChunkData(left) => {
+                let take = left.min((bytes.len() - i) as u64);
+                self.state = if take == left {
+                    State::ChunkDataCr
+                } else {
+                    State::ChunkData(left - take)
+                };
+                return Ok(i + take as usize);
+            }
+            _ => {}
+        }
+        // The bulk of a head: runs of plain bytes go by in a tight loop, as far as the line's
+        // limit allows. Whatever ends a run (or is beyond the limit) is left to `byte`.
+        let (class, limit) = match self.state {
+            State::Method => (TCHAR, self.limits.line),
+            State::TargetStart | State::Target => (TARGET, self.limits.line),
+            State::Version => (VCHAR, self.limits.line),
+            State::Name => (TCHAR, self.limits.field_size),
+            State::Value if self.framing == Framing::Other => (VALUE, self.limits.field_size),
+            _ => (0, 0),
+        };
+        let end = i + limit.saturating_sub(self.line_len).min(bytes.len() - i);
+        let run = run_length(class, &bytes[i..end]);
+        if run == 0 {
+            self.byte(b)?;
+            return Ok(i + 1);
+        }
+        match self.state {
+            State::TargetStart => self.state = State::Target,
+            State::Name => {
+                for (at, &b) in bytes[i..i + run].iter().enumerate() {
+                    if !self.maybe_content_length && !self.maybe_transfer_encoding {
+                        self.name_len += run - at;
+                        break;
+                    }
+                    self.name_byte(b);
+                }
+            }
+            _ => {}
+        }
+        self.line_len += run;
+        Ok(i + run)
+    }
+
+    /// Counts one more byte of the current line (never its CR) against the line's limit.
+    fn grow_line(&mut self) -> Result<(), Fault> {
+        self.line_len += 1;
+        let (limit, fault) = match self.state {
+            State::Method | State::TargetStart | State::Target | State::Version => {
+                (self.limits.line, Fault::RequestLineTooLong)
+            }
+            State::Name | State::Value => (self.limits.field_size, Fault::FieldTooLarge),
+            _ => (self.limits.field_size, Fault::ChunkLineTooLong),
+        };
+        if self.line_len > limit {
+            return Err(fault);
+        }
+        Ok(())
+    }
+
+    fn byte(&mut self, b: u8) -> Result<(), Fault> {
+        // CR and LF mean the same wherever a line may end; elsewhere each state rejects them.
+        match (self.state, b) {
+            (State::Lf(line), b'\n') => return self.end_line(line),
+            (State::Lf(_), _) => return Err(Fault::BareCr),
+            (State::ChunkDataCr, b'\r') => {
+                self.state = State::ChunkDataLf;
+                return Ok(());
+            }
+            (State::ChunkDataLf, b'\n') => {
+                self.state = State::ChunkStart;
+                self.line_len = 0;
+                return Ok(());
+            }
+            (State::ChunkDataCr | State::ChunkDataLf, _) => return Err(Fault::ChunkData),
+            (_, b'\n') => return Err(Fault::BareLf),
+            _ => {}
+        }
+        // The first byte of a line sets its length below.
+        if b != b'\r'
+            && !matches!(
+                self.state,
+                State::Idle | State::FieldStart | State::ChunkStart
+            )
+        {
+            self.grow_line()?;
+        }
+        match self.state {
+            State::Idle => match b {
+                b'\r' => self.state = State::Lf(Line::Leading),
+                b if is_tchar(b) => {
+                    self.line_len = 1;
+                    self.state = State::Method;
+                }
+                _ => return Err(Fault::RequestLine),
+            },
+            State::Method => match b {
+                b' ' => self.state = State::TargetStart,
+                b if is_tchar(b) => {}
+                _ => return Err(Fault::RequestLine),
+            },
+            // Plain target bytes went by in `step`; what is left here ends the target or is bad.
+            State::TargetStart => return Err(Fault::RequestLine),
+            State::Target => match b {
+                b' ' => self.state = State::Version,
+                _ => return Err(Fault::RequestLine),
+            },
+            // hyper checks the version itself; visible ASCII up to the CR is all this needs.
+            State::Version => match b {
+                b'\r' => self.state = State::Lf(Line::Request),
+                b'!'..=b'~' => {}
+                _ => return Err(Fault::RequestLine),
+            },
+            State::FieldStart => match b {
+                b'\r' if self.trailers => self.state = State::Lf(Line::TrailerEnd),
+                b'\r' => self.state = State::Lf(Line::HeadEnd),
+                b' ' | b'\t' => return Err(Fault::ObsFold),
+                b if is_tchar(b) => {
+                    self.fields += 1;
+                    if self.fields > self.limits.fields {
+                        return Err(Fault::TooManyFields);
+                    }
+                    self.line_len = 1;
+                    self.name_len = 0;
+                    self.maybe_content_length = !self.trailers;
+                    self.maybe_transfer_encoding = !self.trailers;
+                    self.name_byte(b);
+                    self.state = State::Name;
+                }
+                _ => return Err(Fault::FieldName),
+            },
+            State::Name => match b {
+                b':' => self.start_value()?,
+                b if is_tchar(b) => self.name_byte(b),
+                _ => return Err(Fault::FieldName),
+            },
+            State::Value => match b {
+                b'\r' => self.state = State::Lf(Line::Field),
+                b if is_value_byte(b) => self.value_byte(b)?,
+                _ => return Err(Fault::FieldValue),
+            },
+            State::ChunkStart => match hex_value(b) {
+                Some(digit) => {
+                    self.line_len = 1;
+                    self.chunk = digit;
+                    self.state = State::ChunkSize;
+                }
+                None => return Err(Fault::ChunkSize),
+            },
+            State::ChunkSize => match b {
+                b'\r' => self.state = State::Lf(Line::ChunkSize),
+                b';' => self.state = State::ExtBeforeName,
+                b' ' | b'\t' => self.state = State::ChunkSizeWs,
+                b => {
+                    let digit = hex_value(b).ok_or(Fault::ChunkSize)?;
+                    self.chunk = self
+                        .chunk
+                        .checked_mul(16)
+                        .and_then(|n| n.checked_add(digit))
+                        .ok_or(Fault::ChunkSize)?;
+                }
+            },
+            // BWS (RFC 9112 §7.1.1) is only allowed before a `;`.
+            State::ChunkSizeWs => match b {
+                b';' => self.state = State::ExtBeforeName,
+                b' ' | b'\t' => {}
+                _ => return Err(Fault::ChunkSize),
+            },
+            State::ExtBeforeName => match b {
+                b' ' | b'\t' => {}
+                b if is_tchar(b) => self.state = State::ExtName,
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtName => match b {
+                b'\r' => self.state = State::Lf(Line::ChunkSize),
+                b';' => self.state = State::ExtBeforeName,
+                b'=' => self.state = State::ExtBeforeValue,
+                b' ' | b'\t' => self.state = State::ExtAfterName,
+                b if is_tchar(b) => {}
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtAfterName => match b {
+                b';' => self.state = State::ExtBeforeName,
+                b'=' => self.state = State::ExtBeforeValue,
+                b' ' | b'\t' => {}
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtBeforeValue => match b {
+                b' ' | b'\t' => {}
+                b'"' => self.state = State::ExtQuoted,
+                b if is_tchar(b) => self.state = State::ExtToken,
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtToken => match b {
+                b'\r' => self.state = State::Lf(Line::ChunkSize),
+                b';' => self.state = State::ExtBeforeName,
+                b' ' | b'\t' => self.state = State::ExtAfterValueWs,
+                b if is_tchar(b) => {}
+                _ => return Err(Fault::ChunkExtension),
+            },
+            // qdtext and quoted-pair (RFC 9110 §5.6.4).
+            State::ExtQuoted => match b {
+                b'"' => self.state = State::ExtAfterValue,
+                b'\\' => self.state = State::ExtQuotedPair,
+                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => {}
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtQuotedPair => match b {
+                b'\t' | b' '..=b'~' | 0x80..=0xff => self.state = State::ExtQuoted,
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtAfterValue => match b {
+                b'\r' => self.state = State::Lf(Line::ChunkSize),
+                b';' => self.state = State::ExtBeforeName,
+                b' ' | b'\t' => self.state = State::ExtAfterValueWs,
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::ExtAfterValueWs => match b {
+                b';' => self.state = State::ExtBeforeName,
+                b' ' | b'\t' => {}
+                _ => return Err(Fault::ChunkExtension),
+            },
+            State::Lf(_)
+            | State::Body(_)
+            | State::ChunkData(_)
+            | State::ChunkDataCr
+            | State::ChunkDataLf => unreachable!("handled in step and above"),
+        }
+        Ok(())
+    }
+
+    fn name_byte(&mut self, b: u8) {
+        let lower = b.to_ascii_lowercase();
+        self.maybe_content_length &= CONTENT_LENGTH.get(self.name_len) == Some(&lower);
+        self.maybe_transfer_encoding &= TRANSFER_ENCODING.get(self.name_len) == Some(&lower);
+        self.name_len += 1;
+    }
+
+    fn start_value(&mut self) -> Result<(), Fault> {
+        self.framing = if self.maybe_content_length && self.name_len == CONTENT_LENGTH.len() {
+            if self.content_length.is_some() {
+                return Err(Fault::DuplicateContentLength);
+            }
+            Framing::ContentLength
+        } else if self.maybe_transfer_encoding && self.name_len == TRANSFER_ENCODING.len() {
+            if self.chunked {
+                return Err(Fault::TransferEncoding);
+            }
+            Framing::TransferEncoding
+        } else {
+            Framing::Other
+        };
+        self.value = 0;
+        self.value_len = 0;
+        self.value_ws = false;
+        self.state = State::Value;
+        Ok(())
+    }
+
+    /// One byte of a framing field's value, OWS included.
+    fn value_byte(&mut self, b: u8) -> Result<(), Fault> {
+        match self.framing {
+            Framing::Other => {}
+            _ if is_ws(b) => self.value_ws = self.value_len > 0,
+            Framing::ContentLength => {
+                if self.value_ws || !b.is_ascii_digit() {
+                    return Err(Fault::ContentLength);
+                }
+                self.value = self
+                    .value
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    .ok_or(Fault::ContentLength)?;
+                self.value_len += 1;
+            }
+            Framing::TransferEncoding => {
+                if self.value_ws || CHUNKED.get(self.value_len) != Some(&b.to_ascii_lowercase()) {
+                    return Err(Fault::TransferEncoding);
+                }
+                self.value_len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_line(&mut self, line: Line) -> Result<(), Fault> {
+        if !self.trailers && line != Line::ChunkSize {
+            // Checked per line: each line is bounded already, so no head gets far past this.
+            self.head_len += self.line_len + 2;
+            if self.head_len > MAX_HEAD_BYTES {
+                return Err(Fault::HeadTooLarge);
+            }
+        }
+        self.line_len = 0;
+        self.state = match line {
+            Line::Leading => State::Idle,
+            Line::Request => {
+                self.fields = 0;
+                self.trailers = false;
+                self.content_length = None;
+                self.chunked = false;
+                State::FieldStart
+            }
+            Line::Field => {
+                match self.framing {
+                    Framing::Other => {}
+                    Framing::ContentLength if self.value_len == 0 => {
+                        return Err(Fault::ContentLength)
+                    }
+                    Framing::ContentLength => self.content_length = Some(self.value),
+                    Framing::TransferEncoding if self.value_len < CHUNKED.len() => {
+                        return Err(Fault::TransferEncoding)
+                    }
+                    Framing::TransferEncoding => self.chunked = true,
+                }
+                self.framing = Framing::Other;
+                State::FieldStart
+            }
+            Line::HeadEnd => {
+                if self.chunked && self.content_length.is_some() {
+                    return Err(Fault::ContentLengthWithTransferEncoding);
+                }
+                self.heads += 1;
+                self.head_len = 0;
+                if self.chunked {
+                    State::ChunkStart
+                } else {
+                    match self.content_length {
+                        None | Some(0) => State::Idle,
+                        Some(n) => State::Body(n),
+                    }
+                }
+            }
+            Line::ChunkSize if self.chunk == 0 => {
+                self.trailers = true;
+                self.fields = 0;
+                State::FieldStart
+            }
+            Line::ChunkSize => State::ChunkData(self.chunk),
+            Line::TrailerEnd => {
+                self.trailers = false;
+                State::Idle
+            }
+        };
+        Ok(())
+    }
+}
+
+/// What the scanner found on one connection, shared between its I/O wrapper (which writes it)
+/// and the `strict` middleware (which reads it for each request hyper hands over).
+#[derive(Debug, Default)]
+pub(crate) struct Screen {
+    /// Heads scanned to their end without a fault.
+    heads: AtomicU64,
+    /// The first fault; after it, nothing more on the connection is scanned or served.
+    fault: OnceLock<Fault>,
+    /// Requests hyper has handed over so far on this connection.
+    admitted: AtomicU64,
+}
+
+impl Screen {
+    /// The verdict on the next request hyper hands over (they come in order, one per head).
+    /// `Err(None)`: hyper parsed a head the scanner has not finished, so the two are out of step.
+    pub(crate) fn admit(&self) -> Result<(), Option<Fault>> {
+        let index = self.admitted.fetch_add(1, Ordering::Relaxed);
+        if index < self.heads.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(self.fault.get().copied())
+    }
+}
+
+/// A client stream whose incoming bytes go through a [`Scanner`] on their way to hyper.
+pub(crate) struct Screened<T> {
+    inner: T,
+    scanner: Scanner,
+    screen: Arc<Screen>,
+    /// A body fault was found: once what came before it has been read, reads fail.
+    failed: bool,
+    /// A fault was found: later bytes are passed on unscanned (the connection is closing).
+    done: bool,
+}
+
+impl<T> Screened<T> {
+    pub(crate) fn new(inner: T, limits: Limits, screen: Arc<Screen>) -> Screened<T> {
+        Screened {
+            inner,
+            scanner: Scanner::new(limits),
+            screen,
+            failed: false,
+            done: false,
+        }
+    }
+}
+
+fn body_error(fault: Fault) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, fault.describe())
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.failed {
+            let fault = this.screen.fault.get().copied().unwrap_or(Fault::ChunkData);
+            return Poll::Ready(Err(body_error(fault)));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        let scanned = this.scanner.scan(&buf.filled()[before..]);
+        this.screen
+            .heads
+            .store(this.scanner.heads(), Ordering::Release);
+        if let Err(stop) = scanned {
+            this.done = true;
+            let _ = this.screen.fault.set(stop.fault);
+            if stop.in_body {
+                // hyper gets the body up to the bad byte and then an error, which fails the
+                // request body; a read of nothing would look like the client's EOF instead.
+                this.failed = true;
+                if stop.at == 0 {
+                    return Poll::Ready(Err(body_error(stop.fault)));
+                }
+                buf.set_filled(before + stop.at);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Screened<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        line: 64,
+        fields: 4,
+        field_size: 40,
+    };
+
+    /// Scans `bytes` whole, one byte at a time, and split at every point; all must agree.
+    /// Returns the fault (if any) and the number of clean heads.
+    fn scan(bytes: &[u8]) -> (Option<Fault>, u64) {
+        let whole = {
+            let mut s = Scanner::new(LIMITS);
+            (s.scan(bytes).err(), s.heads())
+        };
+        let feed = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+            let mut s = Scanner::new(LIMITS);
+            let mut offset = 0;
+            for piece in pieces {
+                if let Err(stop) = s.scan(piece) {
+                    return (
+                        Some(Stop {
+                            at: offset + stop.at,
+                            ..stop
+                        }),
+                        s.heads(),
+                    );
+                }
+                offset += piece.len();
+            }
+            (None, s.heads())
+        };
+        assert_eq!(feed(&mut bytes.chunks(1)), whole, "byte by byte: {bytes:?}");
+        for split in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(split);
+            assert_eq!(
+                feed(&mut [a, b].into_iter()),
+                whole,
+                "split at {split}: {bytes:?}"
+            );
+        }
+        (whole.0.map(|stop| stop.fault), whole.1)
+    }
+
+    fn ok(bytes: &[u8]) -> u64 {
+        match scan(bytes) {
+            (None, heads) => heads,
+            (Some(fault), _) => panic!("{fault:?} in {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// A head with these field lines (CRLF-separated, without the last CRLF).
+    fn head_with(fields: &[u8]) -> Vec<u8> {
+        [&b"POST / HTTP/1.1\r\n"[..], fields, b"\r\n\r\n"].concat()
+    }
+
+    fn fault(bytes: &[u8]) -> Fault {
+        scan(bytes)
+            .0
+            .unwrap_or_else(|| panic!("no fault in {:?}", String::from_utf8_lossy(bytes)))
+    }
+
+    #[test]
+    fn byte_classes_follow_the_grammar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is(TCHAR, b), tchar, "{b:#04x}");
+            assert_eq!(is(VCHAR, b), b.is_ascii_graphic(), "{b:#04x}");
+            assert_eq!(is(TARGET, b), b.is_ascii_graphic() && b != b'#', "{b:#04x}");
+            let value = b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80;
+            assert_eq!(is(VALUE, b), value, "{b:#04x}");
+        }
+    }
+
+    #[test]
+    fn well_formed_messages_pass_and_are_counted() {
+        assert_eq!(ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1);
+        assert_eq!(ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1);
+        assert_eq!(
+            ok(b"POST /x?y=1 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n"),
+            2
+        );
+        assert_eq!(
+            ok(b"POST / HTTP/1.1\r\ntransfer-encoding: CHUNKED\r\n\r\n\
+                 5;a=b;c=\"d\\\"e\" ; f\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+            2
+        );
+        // An unfinished message: its head counts, its body is still awaited.
+        assert_eq!(ok(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel"), 1);
+        assert_eq!(ok(b"GET / HTTP/1.1\r\nHost: a"), 0);
+    }
+
+    #[test]
+    fn bodies_are_not_scanned_as_heads() {
+        // Bare LFs, NULs and a whole request inside bodies are data, not framing.
+        let body = b"\n\0GET /smuggled HTTP/1.1\nHost: x\n\n";
+        let mut fixed =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        fixed.extend_from_slice(body);
+        fixed.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(ok(&fixed), 2);
+        let mut chunked = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        chunked.extend_from_slice(body);
+        chunked.extend_from_slice(b"\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(ok(&chunked), 2);
+    }
+
+    #[test]
+    fn line_endings_must_be_crlf() {
+        assert_eq!(fault(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Fault::BareLf);
+        assert_eq!(fault(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Fault::BareLf);
+        assert_eq!(fault(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Fault::BareLf);
+        assert_eq!(fault(b"\nGET / HTTP/1.1\r\n\r\n"), Fault::BareLf);
+        assert_eq!(fault(b"GET / HTTP/1.1\rHost: a\r\n\r\n"), Fault::BareCr);
+        assert_eq!(fault(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"), Fault::BareCr);
+    }
+
+    #[test]
+    fn request_lines_are_checked() {
+        for bad in [
+            &b"GET  / HTTP/1.1\r\n"[..],
+            b" GET / HTTP/1.1\r\n",
+            b"GET\t/ HTTP/1.1\r\n",
+            b"GET /a b HTTP/1.1\r\n",
+            b"GET /a#b HTTP/1.1\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n",
+            b"GET /\x00 HTTP/1.1\r\n",
+            b"GET /\x7f HTTP/1.1\r\n",
+            b"G(T / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1 \r\n",
+        ] {
+            assert_eq!(fault(bad), Fault::RequestLine, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn field_lines_are_checked() {
+        assert_eq!(fault(&head_with(b"A : b")), Fault::FieldName);
+        assert_eq!(fault(&head_with(b"A\t: b")), Fault::FieldName);
+        assert_eq!(fault(&head_with(b": b")), Fault::FieldName);
+        assert_eq!(fault(&head_with(b"A(B): c")), Fault::FieldName);
+        assert_eq!(fault(&head_with(b"Junk")), Fault::FieldName);
+        assert_eq!(fault(&head_with(b" A: b")), Fault::ObsFold);
+        assert_eq!(fault(&head_with(b"A: b\r\n\tc")), Fault::ObsFold);
+        assert_eq!(fault(&head_with(b"A: b\x00")), Fault::FieldValue);
+        assert_eq!(fault(&head_with(b"A: \x1b")), Fault::FieldValue);
+        assert_eq!(fault(&head_with(b"A: \x7f")), Fault::FieldValue);
+        assert_eq!(ok(&head_with(b"A:\t\xe9 b\t")), 1);
+        assert_eq!(ok(&head_with(b"A:")), 1);
+    }
+
+    #[test]
+    fn content_length_must_be_one_number() {
+        assert_eq!(ok(&head_with(b"Content-Length: \t007 ")), 1);
+        for bad in [
+            &b"Content-Length: 1, 1"[..],
+            b"Content-Length: +1",
+            b"Content-Length: -1",
+            b"Content-Length: 1 1",
+            b"Content-Length: 0x1",
+            b"Content-Length:",
+            b"Content-Length: 18446744073709551616",
+        ] {
+            assert_eq!(fault(&head_with(bad)), Fault::ContentLength, "{bad:?}");
+        }
+        assert_eq!(
+            fault(&head_with(b"Content-Length: 1\r\ncontent-length: 1")),
+            Fault::DuplicateContentLength
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_chunked_alone() {
+        assert_eq!(ok(&head_with(b"Transfer-Encoding:  Chunked\t")), 1);
+        for bad in [
+            &b"Transfer-Encoding: gzip, chunked"[..],
+            b"Transfer-Encoding: chunked, chunked",
+            b"Transfer-Encoding: chunked;q=1",
+            b"Transfer-Encoding: chunk",
+            b"Transfer-Encoding: chunkedx",
+            b"Transfer-Encoding: identity",
+            b"Transfer-Encoding:",
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+        ] {
+            assert_eq!(fault(&head_with(bad)), Fault::TransferEncoding, "{bad:?}");
+        }
+        for both in [
+            &b"Transfer-Encoding: chunked\r\nContent-Length: 0"[..],
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked",
+        ] {
+            assert_eq!(
+                fault(&head_with(both)),
+                Fault::ContentLengthWithTransferEncoding
+            );
+        }
+        // In a trailer section the names mean nothing.
+        assert_eq!(
+            ok(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\
+                 Content-Length: x\r\nTransfer-Encoding: y\r\n\r\n"
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn chunk_framing_is_checked_in_the_body() {
+        let body = |chunks: &[u8]| {
+            [
+                &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                chunks,
+            ]
+            .concat()
+        };
+        for (bad, want) in [
+            (&b"g\r\n"[..], Fault::ChunkSize),
+            (b" 5\r\n", Fault::ChunkSize),
+            (b"0x5\r\n", Fault::ChunkSize),
+            (b"\r\n", Fault::ChunkSize),
+            (b"5 \r\n", Fault::ChunkSize),
+            (b"10000000000000000\r\n", Fault::ChunkSize),
+            (b"5\n", Fault::BareLf),
+            (b"5;\r\n", Fault::ChunkExtension),
+            (b"5;=v\r\n", Fault::ChunkExtension),
+            (b"5;a \r\n", Fault::ChunkExtension),
+            (b"5;a=\r\n", Fault::ChunkExtension),
+            (b"5;a=b c\r\n", Fault::ChunkExtension),
+            (b"5;a=b \r\n", Fault::ChunkExtension),
+            (b"5;a=\"b\r\n", Fault::ChunkExtension),
+            (b"5;a=\"\x01\"\r\n", Fault::ChunkExtension),
+            (b"5;a\x00\r\n", Fault::ChunkExtension),
+            (b"5;a\rb\r\n", Fault::BareCr),
+            (b"3\r\nhello\r\n", Fault::ChunkData),
+            (b"5\r\nhello\n", Fault::ChunkData),
+            (b"0\n", Fault::BareLf),
+            (b"0\r\n\n", Fault::BareLf),
+            (b"0\r\nA: 1\nB: 2\r\n\r\n", Fault::BareLf),
+            (b"0\r\nA: 1\r\n 2\r\n\r\n", Fault::ObsFold),
+            (b"0\r\nA: \x00\r\n\r\n", Fault::FieldValue),
+            (b"0\r\nJunk\r\n\r\n", Fault::FieldName),
+            (
+                b"1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+                Fault::ChunkLineTooLong,
+            ),
+        ] {
+            assert_eq!(
+                fault(&body(bad)),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut s = Scanner::new(LIMITS);
+        let stop = s.scan(&body(b"5 x")).unwrap_err();
+        assert!(stop.in_body);
+        assert_eq!(stop.at, body(b"5 ").len());
+    }
+
+    #[test]
+    fn limits_are_exact() {
+        // A request line of exactly the limit passes; one byte more is too long.
+        let target = "/".repeat(LIMITS.line - "GET  HTTP/1.1".len());
+        assert_eq!(ok(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes()), 1);
+        assert_eq!(
+            fault(format!("GET {target}/ HTTP/1.1\r\n\r\n").as_bytes()),
+            Fault::RequestLineTooLong
+        );
+        let value = "v".repeat(LIMITS.field_size - "A: ".len());
+        assert_eq!(
+            ok(format!("GET / HTTP/1.1\r\nA: {value}\r\n\r\n").as_bytes()),
+            1
+        );
+        assert_eq!(
+            fault(format!("GET / HTTP/1.1\r\nA: {value}v\r\n\r\n").as_bytes()),
+            Fault::FieldTooLarge
+        );
+        let fields = "A: 1\r\n".repeat(LIMITS.fields);
+        assert_eq!(ok(format!("GET / HTTP/1.1\r\n{fields}\r\n").as_bytes()), 1);
+        assert_eq!(
+            fault(format!("GET / HTTP/1.1\r\n{fields}B: 2\r\n\r\n").as_bytes()),
+            Fault::TooManyFields
+        );
+        let stop = Scanner::new(LIMITS)
+            .scan(format!("GET / HTTP/1.1\r\n{fields}B: 2\r\n\r\n").as_bytes())
+            .unwrap_err();
+        assert!(!stop.in_body);
+    }
+
+    #[test]
+    fn a_head_is_capped_in_all_at_hyper_buffer_size() {
+        let roomy = Limits {
+            line: 8190,
+            fields: 1000,
+            field_size: 8190,
+        };
+        let field = format!("X: {}\r\n", "v".repeat(8000));
+        let fits = (MAX_HEAD_BYTES - 100) / field.len();
+        let head = |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", field.repeat(n)).into_bytes();
+        let mut scanner = Scanner::new(roomy);
+        assert_eq!(scanner.scan(&head(fits)), Ok(()));
+        assert_eq!(scanner.heads(), 1);
+        let stop = Scanner::new(roomy).scan(&head(fits + 1)).unwrap_err();
+        assert_eq!((stop.fault, stop.in_body), (Fault::HeadTooLarge, false));
+        // Empty lines before a request line count too.
+        let stop = Scanner::new(roomy)
+            .scan(&b"\r\n".repeat(MAX_HEAD_BYTES))
+            .unwrap_err();
+        assert_eq!(stop.fault, Fault::HeadTooLarge);
+    }
+
+    async fn read_all(mut io: impl AsyncRead + Unpin) -> (Vec<u8>, Option<io::Error>) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) => return (got, None),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) => return (got, Some(err)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_fault_passes_the_bytes_and_tells_the_screen() {
+        let screen = Arc::new(Screen::default());
+        let input: &[u8] = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nHost: x\r\n\r\nmore";
+        let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
+        assert_eq!(got, input);
+        assert!(err.is_none());
+        assert_eq!(screen.admit(), Ok(()));
+        assert_eq!(screen.admit(), Err(Some(Fault::BareLf)));
+    }
+
+    #[tokio::test]
+    async fn a_body_fault_cuts_the_stream_before_the_bad_byte() {
+        let screen = Arc::new(Screen::default());
+        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x00b\r\nhello\r\n";
+        let (got, err) = read_all(Screened::new(&head[..], LIMITS, screen.clone())).await;
+        assert_eq!(got, &head[..head.len() - "\x00b\r\nhello\r\n".len()]);
+        assert_eq!(err.expect("an error").kind(), io::ErrorKind::InvalidData);
+        // The head itself was fine: the request is admitted and fails on its body.
+        assert_eq!(screen.admit(), Ok(()));
+        assert_eq!(screen.admit(), Err(Some(Fault::ChunkExtension)));
+    }
+
+    #[test]
+    fn a_head_the_scanner_has_not_finished_is_not_admitted() {
+        let screen = Screen::default();
+        assert_eq!(screen.admit(), Err(None));
+    }
+}

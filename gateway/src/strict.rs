@@ -1,0 +1,275 @@
+//! The strict middleware: the first thing every request meets, before the forwarder or any other
+//! handler. It applies the verdict of the connection's byte-level screen (see `framing`) and checks
+//! what the parsed request shows best: exactly one valid Host, and an origin-form target. A request
+//! that fails gets 400, 414 or 431 with `Connection: close`, and never reaches Python.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{header, Method, Uri, Version};
+use tower::{Layer, Service};
+
+use crate::error::GatewayError;
+use crate::forward::ConnInfo;
+use crate::framing::{Fault, Screen};
+
+/// Wraps a router's services in [`Strict`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StrictLayer;
+
+impl<S> Layer<S> for StrictLayer {
+    type Service = Strict<S>;
+
+    fn layer(&self, inner: S) -> Strict<S> {
+        Strict { inner }
+    }
+}
+
+/// Rejects malformed requests; hands the rest to the inner service.
+#[derive(Debug, Clone)]
+pub(crate) struct Strict<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Strict<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match check(&request) {
+            Ok(()) => ResponseFuture::Inner {
+                future: self.inner.call(request),
+            },
+            Err(err) => {
+                let peer = request.extensions().get::<ConnInfo>().map(|info| info.peer);
+                tracing::debug!(?peer, "rejected: {err}");
+                ResponseFuture::Rejected {
+                    response: Some(err.into_response()),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's response, or the rejection.
+    #[project = Projection]
+    pub(crate) enum ResponseFuture<F> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response> },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projection::Inner { future } => future.poll(cx),
+            Projection::Rejected { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
+/// Every check, in order; the screen's verdict first, since it covers the whole head.
+fn check(request: &Request) -> Result<(), GatewayError> {
+    // Without a screen (a router driven directly, without a socket) only the parsed checks run.
+    if let Some(screen) = request.extensions().get::<Arc<Screen>>() {
+        screen.admit().map_err(rejection)?;
+    }
+    check_target(request.method(), request.uri())?;
+    check_host(request)
+}
+
+fn rejection(fault: Option<Fault>) -> GatewayError {
+    match fault {
+        Some(Fault::RequestLineTooLong) => GatewayError::RequestLineTooLong,
+        Some(Fault::FieldTooLarge | Fault::TooManyFields | Fault::HeadTooLarge) => {
+            GatewayError::HeaderFieldsTooLarge
+        }
+        Some(fault) => GatewayError::Malformed(fault.describe()),
+        None => {
+            // hyper found a head where the screen has not finished one: they disagree about
+            // where a message ends, which is exactly what must never reach the app.
+            tracing::warn!("the framing screen is out of step with the HTTP parser; closing");
+            GatewayError::Malformed("framing out of step")
+        }
+    }
+}
+
+/// Origin-form only (RFC 9112 §3.2.1), or `*` for OPTIONS (§3.2.4). sluice is no proxy, so the
+/// absolute form (§3.2.2), whose authority could disagree with Host, and the authority form of
+/// CONNECT (§3.2.3) are refused.
+fn check_target(method: &Method, uri: &Uri) -> Result<(), GatewayError> {
+    if uri.scheme().is_some() {
+        return Err(GatewayError::Malformed("absolute-form target"));
+    }
+    if uri.authority().is_some() || method == Method::CONNECT {
+        return Err(GatewayError::Malformed("authority-form target (CONNECT)"));
+    }
+    match uri.path() {
+        "*" if method == Method::OPTIONS && uri.query().is_none() => Ok(()),
+        "*" => Err(GatewayError::Malformed(
+            "asterisk-form target without OPTIONS",
+        )),
+        path if path.starts_with('/') => Ok(()),
+        _ => Err(GatewayError::Malformed("target not in origin form")),
+    }
+}
+
+/// Exactly one Host in HTTP/1.1, at most one before, with a valid value (RFC 9112 §3.2).
+fn check_host(request: &Request) -> Result<(), GatewayError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(GatewayError::Malformed("more than one Host")),
+        (None, _) if request.version() >= Version::HTTP_11 => {
+            Err(GatewayError::Malformed("HTTP/1.1 request without Host"))
+        }
+        (None, _) => Ok(()),
+        (Some(host), None) if valid_host(host.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(GatewayError::Malformed("invalid Host")),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2, §3.2.3), or empty (a target without authority).
+/// IP literals must be IPv6 addresses; the rarely seen IPvFuture form is refused.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(end) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let address = std::str::from_utf8(&literal[..end]).unwrap_or_default();
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match &literal[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &b""[..]),
+        }
+    };
+    valid_reg_name(host) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// reg-name: unreserved, pct-encoded and sub-delims (RFC 3986 §3.2.2).
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = match b {
+            b'%' => match tail {
+                [hi, lo, tail @ ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => tail,
+                _ => return false,
+            },
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => tail,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => tail,
+            _ => return false,
+        };
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "",
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]:1",
+            "xn--caf-dma.example",
+            "a%2Eb",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "t, evil",
+            "user@t",
+            "t:x",
+            "t:80:81",
+            "t/evil",
+            "[::1",
+            "[zz::1]",
+            "[::1]x",
+            "[v1.x]",
+            "a%2",
+            "a%zz",
+            "caf\u{e9}",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let ok = |method: Method, target: &str| check_target(&method, &target.parse().unwrap());
+        assert!(ok(Method::GET, "/").is_ok());
+        assert!(ok(Method::GET, "/a/b?c=d").is_ok());
+        // An empty first segment is still a path (RFC 3986 §3.3), not an authority.
+        assert!(ok(Method::GET, "//a/b").is_ok());
+        assert!(ok(Method::OPTIONS, "*").is_ok());
+        assert!(ok(Method::GET, "*").is_err());
+        assert!(ok(Method::GET, "http://h/").is_err());
+        assert!(ok(Method::GET, "h:80").is_err());
+        assert!(ok(Method::CONNECT, "h:443").is_err());
+        assert!(ok(Method::CONNECT, "/").is_err());
+    }
+
+    fn request(version: Version, hosts: &[&str]) -> Request {
+        let mut builder = Request::builder().uri("/").version(version);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn host_counts() {
+        assert!(check_host(&request(Version::HTTP_11, &["t"])).is_ok());
+        assert!(check_host(&request(Version::HTTP_11, &[])).is_err());
+        assert!(check_host(&request(Version::HTTP_11, &["t", "t"])).is_err());
+        assert!(check_host(&request(Version::HTTP_10, &[])).is_ok());
+        assert!(check_host(&request(Version::HTTP_10, &["t", "u"])).is_err());
+    }
+
+    #[test]
+    fn screen_faults_get_their_status() {
+        let status = |fault| rejection(Some(fault)).into_response().status().as_u16();
+        assert_eq!(status(Fault::RequestLineTooLong), 414);
+        assert_eq!(status(Fault::FieldTooLarge), 431);
+        assert_eq!(status(Fault::TooManyFields), 431);
+        assert_eq!(status(Fault::HeadTooLarge), 431);
+        assert_eq!(status(Fault::BareLf), 400);
+        assert_eq!(rejection(None).into_response().status().as_u16(), 400);
+    }
+}
