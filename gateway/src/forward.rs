@@ -551,7 +551,13 @@ fn body_channel(bound: u64) -> (BodySender, ChannelBody) {
             budget: budget.clone(),
             bound,
         },
-        ChannelBody { rx, budget, bound },
+        ChannelBody {
+            rx,
+            budget,
+            bound,
+            flushed: true,
+            held: None,
+        },
     )
 }
 
@@ -591,6 +597,10 @@ struct ChannelBody {
     rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
     budget: Arc<Semaphore>,
     bound: usize,
+    /// No data has been handed to hyper since it last found this body pending (and so flushed).
+    flushed: bool,
+    /// An error held back for one round so hyper flushes the data before it (see `poll_frame`).
+    held: Option<std::io::Error>,
 }
 
 impl http_body::Body for ChannelBody {
@@ -601,12 +611,34 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, std::io::Error>>> {
-        let item = std::task::ready!(self.rx.poll_recv(cx));
-        if let Some(Ok(chunk)) = &item {
-            // hyper has it now: room for the pump to read on.
-            self.budget.add_permits(chunk.len().min(self.bound));
+        if let Some(err) = self.held.take() {
+            return Poll::Ready(Some(Err(err)));
         }
-        Poll::Ready(item.map(|chunk| chunk.map(BodyFrame::data)))
+        let item = match self.rx.poll_recv(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                self.flushed = true;
+                return Poll::Pending;
+            }
+        };
+        match item {
+            Some(Ok(chunk)) => {
+                // hyper has it now: room for the pump to read on.
+                self.budget.add_permits(chunk.len().min(self.bound));
+                self.flushed = false;
+                Poll::Ready(Some(Ok(BodyFrame::data(chunk))))
+            }
+            // hyper drops what it has buffered when a body fails, so data that came just before
+            // the error (often in the same read from the worker) would never reach the client:
+            // look pending once, which makes hyper flush, and fail on the next poll.
+            Some(Err(err)) if !self.flushed => {
+                self.held = Some(err);
+                self.flushed = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => Poll::Ready(other.map(|item| item.map(BodyFrame::data))),
+        }
     }
 }
 
