@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, Version};
 use crate::config::AccessLog;
 use crate::context::RequestContext;
 
-/// What the line is made of, gathered as the request passes (see `context::observe`).
+/// What the line is made of, gathered as the request passes (see `context::Observation`).
 pub(crate) struct AccessRecord {
     pub(crate) format: AccessLog,
     pub(crate) app: String,

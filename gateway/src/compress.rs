@@ -14,11 +14,10 @@
 //! for clients that accept gzip or br, because tower-http answers `406` to a client that
 //! refuses every encoding including identity, and a gateway must not replace the app's status.
 
-use std::sync::Arc;
+use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tower::ServiceExt;
@@ -27,24 +26,23 @@ use tower_http::compression::Compression;
 
 use crate::forward::Route;
 
-/// Middleware around everything the app answers, static files included.
-pub(crate) async fn compress(
-    State(route): State<Arc<Route>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let min_size = {
-        let app = route.load();
-        let edge = &app.config.edge;
-        if !edge.compress || !accepts_compression(request.headers()) {
-            drop(app);
-            return next.run(request).await;
-        }
-        edge.compress_min_size
-    };
+/// The minimum size to compress at, if this app compresses and this client accepts it.
+pub(crate) fn wanted(route: &Route, headers: &HeaderMap) -> Option<u64> {
+    let app = route.load();
+    let edge = &app.config.edge;
+    (edge.compress && accepts_compression(headers)).then_some(edge.compress_min_size)
+}
+
+/// Runs `inner` (everything the app answers, static files included) and compresses its
+/// response when it qualifies.
+pub(crate) async fn compress<S>(min_size: u64, request: Request, inner: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send,
+    S::Future: Send,
+{
     // Remember which responses were encoded before they got here (precompressed static
     // siblings, an app's own gzip): their ETag is theirs to keep.
-    let inner = next.map_response(|mut response: Response| {
+    let inner = tower::ServiceExt::map_response(inner, |mut response: Response| {
         if response.headers().contains_key(header::CONTENT_ENCODING) {
             response.extensions_mut().insert(EncodedUpstream);
         }

@@ -1,6 +1,6 @@
 //! The context a request carries through the gateway: its id, who the client really is (after
-//! believing trusted proxies), and the times its access-log line is made of. [`observe`] is the
-//! middleware around each app's router that sets it up, puts the id on the response, and, when
+//! believing trusted proxies), and the times its access-log line is made of. An [`Observation`]
+//! sets it up before anything else sees the request, puts the id on the response, and, when
 //! the response body is done (sent, cut off or abandoned), counts the request in the app's
 //! metrics and writes its access-log line.
 
@@ -12,8 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -30,7 +29,7 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 /// The longest incoming request id that is reused.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// Set once per request by [`observe`]; the forwarder reads it from the request's extensions.
+/// Set once per request by [`Observation::begin`]; the forwarder reads it from the request's extensions.
 pub(crate) struct RequestContext {
     pub(crate) id: HeaderValue,
     /// The client as the outermost trusted proxy saw it, else the TCP peer.
@@ -118,12 +117,46 @@ fn generate_request_id() -> HeaderValue {
     HeaderValue::from_str(&id).expect("hex is a valid header value")
 }
 
-/// The middleware around an app's router (static files and Python alike).
-pub(crate) async fn observe(
-    State(route): State<Arc<Route>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// A request being observed: made by [`Observation::begin`] before anything else looks at the
+/// request, finished with its response.
+pub(crate) struct Observation {
+    started: Instant,
+    id: HeaderValue,
+    context: Arc<RequestContext>,
+    metrics: Arc<AppMetrics>,
+    access: Option<AccessRecord>,
+    /// Dropped with the body, or with this if the client leaves before there is a response.
+    in_flight: InFlight,
+}
+
+impl Observation {
+    /// Gives the request its context (in its extensions) and starts counting it.
+    pub(crate) fn begin(route: &Route, request: &mut Request) -> Observation {
+        begin(route, request)
+    }
+
+    /// Puts the id on the response and has its body record the request when done.
+    pub(crate) fn finish(self, mut response: Response) -> Response {
+        response.headers_mut().insert(X_REQUEST_ID, self.id);
+        let status = response.status().as_u16();
+        response.map(|inner| {
+            Body::new(ObservedBody {
+                inner,
+                bytes: 0,
+                done: Some(Done {
+                    started: self.started,
+                    context: self.context,
+                    status,
+                    metrics: self.metrics,
+                    access: self.access,
+                    _in_flight: self.in_flight,
+                }),
+            })
+        })
+    }
+}
+
+fn begin(route: &Route, request: &mut Request) -> Observation {
     let started = Instant::now();
     let info = *request
         .extensions()
@@ -163,26 +196,14 @@ pub(crate) async fn observe(
     });
     let metrics = app.metrics.clone();
     drop(app);
-
-    // Dropped with the body, or here if the client leaves before there is a response.
-    let in_flight = InFlight::new(&metrics);
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    let status = response.status().as_u16();
-    response.map(|inner| {
-        Body::new(ObservedBody {
-            inner,
-            bytes: 0,
-            done: Some(Done {
-                started,
-                context,
-                status,
-                metrics,
-                access,
-                _in_flight: in_flight,
-            }),
-        })
-    })
+    Observation {
+        started,
+        id,
+        context,
+        in_flight: InFlight::new(&metrics),
+        metrics,
+        access,
+    }
 }
 
 /// A response body that counts what it yields and writes the access-log line when dropped,

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
@@ -107,13 +107,13 @@ fn release(conn: Conn) {
     }
 }
 
-pub(crate) async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
+pub(crate) async fn forward(route: &Route, request: Request) -> Response {
     let context = request
         .extensions()
         .get::<Arc<RequestContext>>()
         .cloned()
-        .expect("context::observe runs first");
-    match forward_inner(&route, request, &context).await {
+        .expect("server::handle observes every request first");
+    match forward_inner(route, request, &context).await {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(request_id = context.id_str(), "{err}");

@@ -67,7 +67,6 @@ impl Bind {
         let accept_loop = tokio::spawn(server::accept_loop(
             listener,
             route.clone(),
-            server::app_router(route.clone()),
             limit.clone(),
             graceful.clone(),
             accepting.clone(),

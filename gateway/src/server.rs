@@ -1,4 +1,4 @@
-//! Accepting connections on each bind and serving HTTP/1.1 on them with the app's router.
+//! Accepting connections on each bind and serving HTTP/1.1 on them with [`handle`].
 //! A failing connection is logged inside its own task and never ends the accept loop.
 //! Every bind takes its connections from the gateway-wide [`ConnectionLimit`], and each
 //! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::middleware::from_fn_with_state;
-use axum::routing::any;
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,35 +21,49 @@ use tower::ServiceExt;
 
 use crate::admission::ConnectionLimit;
 use crate::clock::{ClockedIo, EndsPhase, Timeouts};
-use crate::compress::compress;
-use crate::context;
+use crate::context::Observation;
 use crate::forward::{forward, ConnInfo, Route};
 use crate::framing::{Limits, Screen, Screened};
-use crate::static_files::serve_static;
-use crate::strict::StrictLayer;
+use crate::{compress, static_files, strict};
 
 /// hyper's own cap on header fields when none is configured; it answers 431 beyond it.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// The router of one app; built without a socket so tests could drive it directly. Static
-/// files are answered before the forwarder; compression wraps both.
-pub(crate) fn app_router(route: Arc<Route>) -> Router {
-    Router::new()
-        .fallback(any(forward))
-        .layer(from_fn_with_state(route.clone(), serve_static))
-        .layer(from_fn_with_state(route.clone(), compress))
-        // Around every route: no handler sees a request the checks refuse.
-        .layer(StrictLayer)
-        // Outermost: static files, compressed bodies and refusals all get an id, a log line and
-        // their metrics.
-        .layer(from_fn_with_state(route.clone(), context::observe))
-        .with_state(route)
+/// Everything an app bind does with a request, in order: observe it (id, real client, metrics
+/// and access log, for refusals and static files too), refuse what the strict checks refuse,
+/// then answer it (a static file, or Python), compressed when that is on and it qualifies.
+///
+/// Plain function calls rather than a stack of tower layers: each layer boxed and cloned on
+/// every request, which measurably cost throughput on small requests.
+pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response {
+    let observation = Observation::begin(&route, &mut request);
+    let response = match strict::admit(&request) {
+        Err(refusal) => refusal.into_response(),
+        Ok(()) => match compress::wanted(&route, request.headers()) {
+            None => answer(&route, request).await,
+            Some(min_size) => {
+                let inner = tower::service_fn(move |request: Request| {
+                    let route = route.clone();
+                    async move { Ok::<_, Infallible>(answer(&route, request).await) }
+                });
+                compress::compress(min_size, request, inner).await
+            }
+        },
+    };
+    observation.finish(response)
+}
+
+/// A static file when the path is under a static prefix, else the app's answer.
+async fn answer(route: &Route, request: Request) -> Response {
+    match static_files::mount(route, &request) {
+        Some(mount) => mount.serve(request).await,
+        None => forward(route, request).await,
+    }
 }
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     route: Arc<Route>,
-    router: Router,
     limit: Arc<ConnectionLimit>,
     graceful: Arc<GracefulShutdown>,
     shutdown: CancellationToken,
@@ -89,16 +105,17 @@ pub(crate) async fn accept_loop(
         let screen = Arc::new(Screen::default());
         let io = ClockedIo::new(Screened::new(stream, limits, screen.clone()), timeouts);
         let phase = io.phase();
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let route = route.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(info);
             request.extensions_mut().insert(screen.clone());
             phase.serving();
             let phase = phase.clone();
-            let response = router.clone().oneshot(request);
+            let route = route.clone();
             async move {
-                let response = response.await?;
-                Ok::<_, std::convert::Infallible>(response.map(|body| EndsPhase::new(body, phase)))
+                let response = handle(route, request).await;
+                Ok::<_, Infallible>(response.map(|body| EndsPhase::new(body, phase)))
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

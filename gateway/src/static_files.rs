@@ -26,8 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
@@ -36,35 +35,25 @@ use tower_http::services::fs::{Backend, File, ServeDir};
 
 use crate::forward::Route;
 
-/// Middleware in front of the app: a request under one of the app's static prefixes (the
-/// longest that matches) is answered from its directory; anything else goes on to Python.
-pub(crate) async fn serve_static(
-    State(route): State<Arc<Route>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mount = {
-        let app = route.load();
-        let edge = &app.config.edge;
-        let path = request.uri().path();
-        edge.static_dirs
-            .iter()
-            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(prefix, dir)| Mount {
-                prefix_len: prefix.len(),
-                dir: dir.clone(),
-                hashed_max_age: edge.static_hashed_max_age,
-            })
-    };
-    match mount {
-        Some(mount) => mount.serve(request).await,
-        None => next.run(request).await,
-    }
+/// The static directory a request is for: under one of the app's static prefixes (the longest
+/// that matches), it is answered from there; anything else goes on to Python.
+pub(crate) fn mount(route: &Route, request: &Request) -> Option<Mount> {
+    let app = route.load();
+    let edge = &app.config.edge;
+    let path = request.uri().path();
+    edge.static_dirs
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(prefix, dir)| Mount {
+            prefix_len: prefix.len(),
+            dir: dir.clone(),
+            hashed_max_age: edge.static_hashed_max_age,
+        })
 }
 
 /// One static prefix as a request under it sees it.
-struct Mount {
+pub(crate) struct Mount {
     /// Length of the URL prefix, which ends with `/`.
     prefix_len: usize,
     /// The directory as configured (absolute, possibly through symlinks).
@@ -73,7 +62,7 @@ struct Mount {
 }
 
 impl Mount {
-    async fn serve(self, request: Request) -> Response {
+    pub(crate) async fn serve(self, request: Request) -> Response {
         // Keep the `/` that ends the prefix: `ServeDir` wants a path starting with one.
         let rest = &request.uri().path()[self.prefix_len - 1..];
         // A backslash is a separator somewhere (Windows, some proxies' normalisation); no file

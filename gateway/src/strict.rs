@@ -1,92 +1,23 @@
-//! The strict middleware: the first thing every request meets, before the forwarder or any other
+//! The strict checks: the first thing every request meets, before the forwarder or any other
 //! handler. It applies the verdict of the connection's byte-level screen (see `framing`) and checks
 //! what the parsed request shows best: exactly one valid Host, and an origin-form target. A request
 //! that fails gets 400, 414 or 431 with `Connection: close`, and never reaches Python.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use http::{header, Method, Uri, Version};
-use tower::{Layer, Service};
 
 use crate::error::GatewayError;
 use crate::forward::ConnInfo;
 use crate::framing::{Fault, Screen};
 
-/// Wraps a router's services in [`Strict`].
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct StrictLayer;
-
-impl<S> Layer<S> for StrictLayer {
-    type Service = Strict<S>;
-
-    fn layer(&self, inner: S) -> Strict<S> {
-        Strict { inner }
-    }
-}
-
-/// Rejects malformed requests; hands the rest to the inner service.
-#[derive(Debug, Clone)]
-pub(crate) struct Strict<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for Strict<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match check(&request) {
-            Ok(()) => ResponseFuture::Inner {
-                future: self.inner.call(request),
-            },
-            Err(err) => {
-                let peer = request.extensions().get::<ConnInfo>().map(|info| info.peer);
-                tracing::debug!(?peer, "rejected: {err}");
-                ResponseFuture::Rejected {
-                    response: Some(err.into_response()),
-                }
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The inner service's response, or the rejection.
-    #[project = Projection]
-    pub(crate) enum ResponseFuture<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response> },
-    }
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Projection::Inner { future } => future.poll(cx),
-            Projection::Rejected { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-        }
-    }
+/// Every check of [`check`]; a refusal is logged at debug.
+pub(crate) fn admit(request: &Request) -> Result<(), GatewayError> {
+    check(request).inspect_err(|err| {
+        let peer = request.extensions().get::<ConnInfo>().map(|info| info.peer);
+        tracing::debug!(?peer, "rejected: {err}");
+    })
 }
 
 /// Every check, in order; the screen's verdict first, since it covers the whole head.
@@ -194,6 +125,7 @@ fn valid_reg_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
 
     #[test]
     fn hosts() {
