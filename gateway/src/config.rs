@@ -619,9 +619,13 @@ impl EdgeConfig {
             .map(|n| n.to_string())
             .collect();
         out.push_str(&format!(
-            "  forwarded_allow_ips: {}, access_log: {:?}, compress: {}\n",
+            "  forwarded_allow_ips: {}, access_log: {}, compress: {}\n",
             nets.join(", "),
-            self.access_log,
+            match self.access_log {
+                AccessLog::Off => "off",
+                AccessLog::Combined => "combined",
+                AccessLog::Json => "json",
+            },
             if self.compress { "on" } else { "off" }
         ));
         out
