@@ -24,12 +24,10 @@ use tower::ServiceExt;
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::Compression;
 
-use crate::forward::Route;
+use crate::config::EdgeConfig;
 
 /// The minimum size to compress at, if this app compresses and this client accepts it.
-pub(crate) fn wanted(route: &Route, headers: &HeaderMap) -> Option<u64> {
-    let app = route.load();
-    let edge = &app.config.edge;
+pub(crate) fn wanted(edge: &EdgeConfig, headers: &HeaderMap) -> Option<u64> {
     (edge.compress && accepts_compression(headers)).then_some(edge.compress_min_size)
 }
 

@@ -291,6 +291,22 @@ enum BindSpec {
     Text(String),
 }
 
+impl BindSpec {
+    fn addr(&self) -> Result<SocketAddr, String> {
+        match self {
+            BindSpec::Port(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port)),
+            BindSpec::Text(text) => parse_bind(text),
+        }
+    }
+}
+
+/// The app (and its line) that already holds a bind clashing with `addr`, if any.
+fn taken_by(seen: &[(SocketAddr, String, u64)], addr: SocketAddr) -> Option<(&str, u64)> {
+    seen.iter()
+        .find(|(seen, _, _)| binds_clash(*seen, addr))
+        .map(|(_, app, line)| (app.as_str(), *line))
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum NumberOrText {
@@ -479,16 +495,11 @@ impl Config {
             let mut binds = Vec::new();
             for spec in &bind.value {
                 let at = &spec.referenced;
-                let addr = match &spec.value {
-                    BindSpec::Port(port) => {
-                        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port))
-                    }
-                    BindSpec::Text(text) => parse_bind(text),
-                }
-                .map_err(|e| error_at(at.line(), at.column(), format!("app {name}: {e}")))?;
-                if let Some((_, other, line)) =
-                    seen.iter().find(|(seen, _, _)| binds_clash(*seen, addr))
-                {
+                let addr = spec
+                    .value
+                    .addr()
+                    .map_err(|e| error_at(at.line(), at.column(), format!("app {name}: {e}")))?;
+                if let Some((other, line)) = taken_by(&seen, addr) {
                     return Err(error_at(
                         at.line(),
                         at.column(),
@@ -536,16 +547,11 @@ impl Config {
             None => None,
             Some(spec) => {
                 let at = &spec.referenced;
-                let addr = match &spec.value {
-                    BindSpec::Port(port) => {
-                        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port))
-                    }
-                    BindSpec::Text(text) => parse_bind(text),
-                }
-                .map_err(|e| error_at(at.line(), at.column(), format!("admin: {e}")))?;
-                if let Some((_, other, line)) =
-                    seen.iter().find(|(seen, _, _)| binds_clash(*seen, addr))
-                {
+                let addr = spec
+                    .value
+                    .addr()
+                    .map_err(|e| error_at(at.line(), at.column(), format!("admin: {e}")))?;
+                if let Some((other, line)) = taken_by(&seen, addr) {
                     return Err(error_at(
                         at.line(),
                         at.column(),

@@ -20,7 +20,7 @@ use sluice_proto::Scheme;
 
 use crate::access_log::{self, AccessRecord};
 use crate::config::AccessLog;
-use crate::forward::{ConnInfo, Route};
+use crate::forward::{AppState, ConnInfo};
 use crate::metrics::AppMetrics;
 use crate::proxy;
 
@@ -131,8 +131,52 @@ pub(crate) struct Observation {
 
 impl Observation {
     /// Gives the request its context (in its extensions) and starts counting it.
-    pub(crate) fn begin(route: &Route, request: &mut Request) -> Observation {
-        begin(route, request)
+    pub(crate) fn begin(app: &AppState, request: &mut Request) -> Observation {
+        let started = Instant::now();
+        let info = *request
+            .extensions()
+            .get::<ConnInfo>()
+            .expect("the server inserts ConnInfo");
+        let edge = &app.config.edge;
+
+        let id = match request.headers().get(X_REQUEST_ID) {
+            Some(value) if sane_request_id(value) => value.clone(),
+            _ => {
+                let id = generate_request_id();
+                // The app sees the id it will be logged under, never an insane one.
+                request.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let forwarded = proxy::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
+        let context = Arc::new(RequestContext {
+            id: id.clone(),
+            client: forwarded.client.unwrap_or(info.peer),
+            scheme: forwarded.scheme.unwrap_or(Scheme::Http),
+            host: forwarded.host,
+            timing: Timing::default(),
+        });
+        request.extensions_mut().insert(context.clone());
+
+        let access = (edge.access_log != AccessLog::Off).then(|| AccessRecord {
+            format: edge.access_log,
+            app: app.config.name.clone(),
+            method: request.method().clone(),
+            target: request.uri().to_string(),
+            version: request.version(),
+            referer: request.headers().get(http::header::REFERER).cloned(),
+            user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
+            peer: info.peer,
+        });
+        let metrics = app.metrics.clone();
+        Observation {
+            started,
+            id,
+            context,
+            in_flight: InFlight::new(&metrics),
+            metrics,
+            access,
+        }
     }
 
     /// Puts the id on the response and has its body record the request when done.
@@ -153,56 +197,6 @@ impl Observation {
                 }),
             })
         })
-    }
-}
-
-fn begin(route: &Route, request: &mut Request) -> Observation {
-    let started = Instant::now();
-    let info = *request
-        .extensions()
-        .get::<ConnInfo>()
-        .expect("the server inserts ConnInfo");
-    let app = route.load();
-    let edge = &app.config.edge;
-
-    let id = match request.headers().get(X_REQUEST_ID) {
-        Some(value) if sane_request_id(value) => value.clone(),
-        _ => {
-            let id = generate_request_id();
-            // The app sees the id it will be logged under, never an insane one.
-            request.headers_mut().insert(X_REQUEST_ID, id.clone());
-            id
-        }
-    };
-    let forwarded = proxy::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
-    let context = Arc::new(RequestContext {
-        id: id.clone(),
-        client: forwarded.client.unwrap_or(info.peer),
-        scheme: forwarded.scheme.unwrap_or(Scheme::Http),
-        host: forwarded.host,
-        timing: Timing::default(),
-    });
-    request.extensions_mut().insert(context.clone());
-
-    let access = (edge.access_log != AccessLog::Off).then(|| AccessRecord {
-        format: edge.access_log,
-        app: app.config.name.clone(),
-        method: request.method().clone(),
-        target: request.uri().to_string(),
-        version: request.version(),
-        referer: request.headers().get(http::header::REFERER).cloned(),
-        user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
-        peer: info.peer,
-    });
-    let metrics = app.metrics.clone();
-    drop(app);
-    Observation {
-        started,
-        id,
-        context,
-        in_flight: InFlight::new(&metrics),
-        metrics,
-        access,
     }
 }
 

@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use crate::admission::ConnectionLimit;
 use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::context::Observation;
-use crate::forward::{forward, ConnInfo, Route};
+use crate::forward::{forward, AppState, ConnInfo, Route};
 use crate::framing::{Limits, Screen, Screened};
 use crate::{compress, static_files, strict};
 
@@ -36,15 +36,18 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// Plain function calls rather than a stack of tower layers: each layer boxed and cloned on
 /// every request, which measurably cost throughput on small requests.
 pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response {
-    let observation = Observation::begin(&route, &mut request);
+    // The edge settings of the generation serving now, looked up once; the forwarder looks
+    // again after the body, which may have taken long enough for a reload.
+    let app = route.load_full();
+    let observation = Observation::begin(&app, &mut request);
     let response = match strict::admit(&request) {
         Err(refusal) => refusal.into_response(),
-        Ok(()) => match compress::wanted(&route, request.headers()) {
-            None => answer(&route, request).await,
+        Ok(()) => match compress::wanted(&app.config.edge, request.headers()) {
+            None => answer(&route, &app, request).await,
             Some(min_size) => {
                 let inner = tower::service_fn(move |request: Request| {
-                    let route = route.clone();
-                    async move { Ok::<_, Infallible>(answer(&route, request).await) }
+                    let (route, app) = (route.clone(), app.clone());
+                    async move { Ok::<_, Infallible>(answer(&route, &app, request).await) }
                 });
                 compress::compress(min_size, request, inner).await
             }
@@ -54,8 +57,8 @@ pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response 
 }
 
 /// A static file when the path is under a static prefix, else the app's answer.
-async fn answer(route: &Route, request: Request) -> Response {
-    match static_files::mount(route, &request) {
+async fn answer(route: &Route, app: &AppState, request: Request) -> Response {
+    match static_files::mount(&app.config.edge, &request) {
         Some(mount) => mount.serve(request).await,
         None => forward(route, request).await,
     }

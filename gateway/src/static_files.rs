@@ -33,13 +33,11 @@ use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower::ServiceExt;
 use tower_http::services::fs::{Backend, File, ServeDir};
 
-use crate::forward::Route;
+use crate::config::EdgeConfig;
 
 /// The static directory a request is for: under one of the app's static prefixes (the longest
 /// that matches), it is answered from there; anything else goes on to Python.
-pub(crate) fn mount(route: &Route, request: &Request) -> Option<Mount> {
-    let app = route.load();
-    let edge = &app.config.edge;
+pub(crate) fn mount(edge: &EdgeConfig, request: &Request) -> Option<Mount> {
     let path = request.uri().path();
     edge.static_dirs
         .iter()
