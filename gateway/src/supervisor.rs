@@ -519,9 +519,17 @@ fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartErr
         // the workers in order, instead of every process at once.
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) are made.
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl,
+    // sched_setscheduler) are made.
     unsafe {
         command.pre_exec(move || {
+            // SCHED_BATCH: a worker thread woken by a request does not preempt the thread that
+            // woke it. That thread is usually the gateway, in the middle of a burst of
+            // requests; preempting it after every hand-off made the worker and the gateway take
+            // turns one request at a time. It only changes who runs first on a wake-up, not
+            // the CPU share. Best effort: a sandbox that forbids it leaves the default policy.
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
             // The control socket becomes fd 3 in the worker; dup2 clears close-on-exec, and when
             // it already is fd 3 the flag is cleared by hand.
             if fd == 3 {

@@ -272,6 +272,13 @@ def ep_pid(environ, start_response):
     return respond(start_response, str(os.getpid()))
 
 
+def ep_sched(environ, start_response):
+    """The scheduling policy of the thread serving this request."""
+    names = {os.SCHED_OTHER: "other", os.SCHED_BATCH: "batch", os.SCHED_IDLE: "idle"}
+    policy = os.sched_getscheduler(0)
+    return respond(start_response, names.get(policy, str(policy)))
+
+
 def ep_name(environ, start_response):
     return respond(start_response, b"suite")
 
@@ -315,6 +322,7 @@ ROUTES = {
     "print": ep_print,
     "sleep": ep_sleep,
     "pid": ep_pid,
+    "sched": ep_sched,
     "name": ep_name,
     "file": ep_file,
 }

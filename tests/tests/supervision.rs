@@ -108,3 +108,16 @@ fn app_that_fails_to_import_stops_sluice_with_the_traceback() {
         failure.output
     );
 }
+
+/// Workers run SCHED_BATCH, so a request handed to a worker does not preempt the gateway that
+/// handed it over (see `supervisor::spawn_process`); the request threads inherit it from the process.
+#[test]
+fn request_threads_run_with_batch_scheduling() {
+    let sluice = Sluice::serve("suite:app").workers(2).threads(4).start();
+    // Enough requests to land on both workers and several threads of each.
+    for _ in 0..16 {
+        let resp = get(sluice.addr(), "/sched");
+        assert_eq!(resp.status(), 200, "{:?}", resp.head);
+        assert_eq!(resp.text(), "batch");
+    }
+}
