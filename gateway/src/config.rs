@@ -17,6 +17,13 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_PYTHON: &str = "python3";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// The gateway's runtime threads when none are configured: half the CPUs this process may use,
+/// at least one. The Python workers do most of the work and need the rest; on 2 CPUs one
+/// thread served small requests 12-14% faster than two (less hand-over between threads).
+pub fn default_gateway_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the configuration came from, for messages (`None` for the command line).
@@ -26,6 +33,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Open client connections the whole gateway holds at most; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads of the gateway's async runtime (HTTP, static files, forwarding).
+    pub gateway_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +234,7 @@ struct FileConfig {
     python: Option<String>,
     admin: Option<Spanned<BindSpec>>,
     max_connections: Option<usize>,
+    gateway_threads: Option<Spanned<usize>>,
     apps: Spanned<IndexMap<String, Spanned<FileApp>>>,
 }
 
@@ -568,11 +578,24 @@ impl Config {
                 "`max_connections` must be at least 1".into(),
             ));
         }
+        let gateway_threads = match file.gateway_threads {
+            None => default_gateway_threads(),
+            Some(threads) if threads.value == 0 => {
+                let at = &threads.referenced;
+                return Err(error_at(
+                    at.line(),
+                    at.column(),
+                    "`gateway_threads` must be at least 1".into(),
+                ));
+            }
+            Some(threads) => threads.value,
+        };
         Ok(Config {
             source: Some(path.to_owned()),
             apps,
             admin,
             max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            gateway_threads,
         })
     }
 
@@ -601,6 +624,10 @@ impl Config {
         if let Some(admin) = self.admin {
             out.push_str(&format!("admin: {admin} (/metrics, /healthz, /readyz)\n"));
         }
+        out.push_str(&format!(
+            "max_connections: {}, gateway_threads: {}\n",
+            self.max_connections, self.gateway_threads
+        ));
         out
     }
 }
@@ -827,6 +854,20 @@ mod tests {
 
         let err = parse("apps:\n  a:\n    app: [x\n").unwrap_err();
         assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn gateway_threads_parse_default_and_refuse_zero() {
+        let apps = "apps:\n  a:\n    app: x:y\n    bind: [1]\n";
+        let config = parse(&format!("gateway_threads: 3\n{apps}")).unwrap();
+        assert_eq!(config.gateway_threads, 3);
+        assert!(config.describe().contains("gateway_threads: 3"));
+        let config = parse(apps).unwrap();
+        assert_eq!(config.gateway_threads, default_gateway_threads());
+        assert!(default_gateway_threads() >= 1);
+        let err = parse(&format!("{apps}gateway_threads: 0\n")).unwrap_err();
+        assert_eq!((err.line, err.column), (5, 18), "{err}");
+        assert!(err.message.contains("`gateway_threads` must be at least 1"));
     }
 
     #[test]

@@ -293,6 +293,9 @@ impl Gateway {
         if config.admin != self.config.admin {
             tracing::warn!("reload: a changed `admin` bind takes effect at the next start");
         }
+        if config.gateway_threads != self.config.gateway_threads {
+            tracing::warn!("reload: a changed `gateway_threads` takes effect at the next start");
+        }
         let apps = match start_apps(&config, self.next_app_index, &self.rundir, &self.metrics).await
         {
             Ok(apps) => apps,

@@ -130,6 +130,9 @@ struct ServeArgs {
     /// Open client connections the gateway holds at most.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_connections: usize,
+    /// Threads of the gateway's async runtime [default: half the CPUs, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    gateway_threads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -189,6 +192,9 @@ impl ServeArgs {
             }],
             admin: self.admin,
             max_connections: self.max_connections,
+            gateway_threads: self
+                .gateway_threads
+                .unwrap_or_else(config::default_gateway_threads),
         })
     }
 }
@@ -234,6 +240,8 @@ fn main() -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.gateway_threads)
+        .thread_name("sluice-gateway")
         .enable_all()
         .build()
     {

@@ -244,3 +244,43 @@ fn check_rejects_a_missing_file() {
         out.stderr
     );
 }
+
+/// Threads of the gateway process named as its runtime names them.
+fn gateway_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == "sluice-gateway")
+        })
+        .count()
+}
+
+#[test]
+fn gateway_threads_from_the_flag_and_from_yaml() {
+    // No static files are served, so the runtime's blocking pool (same name) stays empty.
+    let sluice = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .arg("--gateway-threads")
+        .arg("3")
+        .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    assert_eq!(gateway_threads(sluice.pid()), 3);
+
+    let apps = yaml_str(&apps_dir());
+    let sluice = Sluice::run_config(&format!(
+        "gateway_threads: 1
+apps:
+  alpha:
+    app: named:alpha
+    chdir: {apps}
+    bind: [\"127.0.0.1:0\"]
+    workers: 1
+    threads: 1
+"
+    ))
+    .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    assert_eq!(gateway_threads(sluice.pid()), 1);
+}
