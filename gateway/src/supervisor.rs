@@ -515,14 +515,21 @@ fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartErr
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group: a Ctrl-C at the terminal reaches the gateway, which stops
-        // the workers in order, instead of every process at once.
-        .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl,
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, dup2, fcntl,
     // sched_setscheduler) are made.
     unsafe {
         command.pre_exec(move || {
+            // Its own session, and so its own process group: a Ctrl-C at the terminal reaches
+            // the gateway, which stops the workers in order, instead of every process at once.
+            // And its own scheduling autogroup where the kernel groups by session (most
+            // distributions, outside cgroup-managed services): sharing one with its workers,
+            // the gateway's runtime thread got the CPU share of one task among all their
+            // Python threads (bench hello, sluice started with setsid as bench/run does:
+            // 52-55k req/s with one shared session, 78-79k with a session per worker).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // SCHED_BATCH: a worker thread woken by a request does not preempt the thread that
             // woke it. That thread is usually the gateway, in the middle of a burst of
             // requests; preempting it after every hand-off made the worker and the gateway take

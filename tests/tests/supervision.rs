@@ -110,14 +110,28 @@ fn app_that_fails_to_import_stops_sluice_with_the_traceback() {
 }
 
 /// Workers run SCHED_BATCH, so a request handed to a worker does not preempt the gateway that
-/// handed it over (see `supervisor::spawn_process`); the request threads inherit it from the process.
+/// handed it over, and each leads a session of its own, so it has its own scheduling autogroup
+/// rather than the gateway's (see `supervisor::spawn_process`). The request threads inherit the
+/// policy from the process.
 #[test]
-fn request_threads_run_with_batch_scheduling() {
+fn workers_run_batch_scheduled_in_sessions_of_their_own() {
     let sluice = Sluice::serve("suite:app").workers(2).threads(4).start();
     // Enough requests to land on both workers and several threads of each.
     for _ in 0..16 {
         let resp = get(sluice.addr(), "/sched");
         assert_eq!(resp.status(), 200, "{:?}", resp.head);
         assert_eq!(resp.text(), "batch");
+    }
+    let workers = sluice.worker_pids();
+    assert_eq!(workers.len(), 2);
+    for pid in workers {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which ends at the last ')'): state ppid pgrp session.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        let (pgrp, session): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+        assert_eq!((pgrp, session), (pid, pid), "worker {pid}: {stat}");
+        assert_ne!(session, sluice.pid());
     }
 }
