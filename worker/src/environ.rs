@@ -1,6 +1,5 @@
 //! The PEP 3333 environ, built from a request head without re-encoding its bytes.
 
-use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
@@ -76,7 +75,7 @@ pub(crate) fn build<'py>(
     py: Python<'py>,
     app: &App,
     head: &RequestHead,
-    body: &[Bytes],
+    body: Bound<'py, PyBytes>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
     let (path, query) = match head.target.iter().position(|&b| b == b'?') {
@@ -143,16 +142,7 @@ pub(crate) fn build<'py>(
     env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
     env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
 
-    let total: usize = body.iter().map(|b| b.len()).sum();
-    let body = PyBytes::new_with(py, total, |buf| {
-        let mut at = 0;
-        for piece in body {
-            buf[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-        }
-        Ok(())
-    })?;
-    // BytesIO shares the bytes object's buffer until written to, so this is not a second copy.
+    // BytesIO shares the bytes object's buffer until written to, so this is not a copy.
     let input = app.bytes_io.bind(py).call1((body,))?;
     env.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
     env.set_item(intern!(py, "wsgi.url_scheme"), head.scheme.as_str())?;

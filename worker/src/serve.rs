@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
+use pyo3::types::{PyBytes, PyModule};
 use serde::Deserialize;
 use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, VERSION};
 
@@ -227,8 +227,11 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
             continue;
         }
         loop {
-            let request = py.detach(|| read_request(&mut reader));
-            let Ok(Some((head, body))) = request else {
+            let head = py.detach(|| read_head(&mut reader));
+            let Ok(Some(head)) = head else {
+                break;
+            };
+            let Ok(body) = read_body(py, &mut reader, head.body_len) else {
                 break;
             };
             let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -264,32 +267,34 @@ fn set_send_buffer(stream: &UnixStream) {
     }
 }
 
-/// A request head and exactly the body bytes it announced.
-fn read_request(reader: &mut FrameReader) -> io::Result<Option<(RequestHead, Vec<Bytes>)>> {
-    let head = match reader.read_frame()? {
-        None => return Ok(None),
-        Some(Frame::RequestHead(head)) => head,
-        Some(other) => {
-            return Err(io::Error::other(format!(
-                "expected a request head, got {other:?}"
-            )))
-        }
-    };
-    let mut body = Vec::new();
-    let mut received = 0u64;
-    while received < head.body_len {
-        match reader.read_frame()? {
-            Some(Frame::RequestBody(chunk)) => {
-                received += chunk.len() as u64;
-                body.push(chunk);
-            }
-            _ => return Err(io::Error::other("request body cut short")),
-        }
+/// The next request head; `None` when the gateway closed the connection between requests.
+fn read_head(reader: &mut FrameReader) -> io::Result<Option<RequestHead>> {
+    match reader.read_frame()? {
+        None => Ok(None),
+        Some(Frame::RequestHead(head)) => Ok(Some(head)),
+        Some(other) => Err(io::Error::other(format!(
+            "expected a request head, got {other:?}"
+        ))),
     }
-    if received != head.body_len {
-        return Err(io::Error::other("request body longer than announced"));
-    }
-    Ok(Some((head, body)))
+}
+
+/// Exactly the `len` body bytes the head announced, read from the socket straight into the
+/// `bytes` object that becomes `wsgi.input`, with the interpreter released while they arrive.
+fn read_body<'py>(
+    py: Python<'py>,
+    reader: &mut FrameReader,
+    len: u64,
+) -> io::Result<Bound<'py, PyBytes>> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let mut read = Ok(());
+    // Nothing else can see the object while it is being filled, so filling it with the
+    // interpreter released is safe.
+    let body = PyBytes::new_with(py, len, |dst| {
+        read = py.detach(|| reader.read_body_into(dst));
+        Ok(())
+    })
+    .map_err(|err| io::Error::other(err.to_string()))?;
+    read.map(|()| body)
 }
 
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {

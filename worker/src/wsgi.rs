@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -431,13 +431,11 @@ pub(crate) fn handle(
     exchange: &Arc<Mutex<Exchange>>,
     generation: u64,
     head: RequestHead,
-    body: Vec<Bytes>,
+    body: Bound<'_, PyBytes>,
 ) -> bool {
     let head_only = &head.method[..] == b"HEAD";
     lock(exchange).begin(generation, head_only);
-    let environ = environ::build(py, app, &head, &body);
-    // The body now lives in the environ's `wsgi.input`; the frames need not outlive the copy.
-    drop(body);
+    let environ = environ::build(py, app, &head, body);
     let called = environ.and_then(|environ| {
         let start_response = Bound::new(
             py,
