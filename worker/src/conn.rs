@@ -9,7 +9,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use bytes::{Buf, BufMut, BytesMut};
-use sluice_proto::{decode, frame_header, Frame, Kind, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES};
+use sluice_proto::{
+    decode, frame_header, Frame, Kind, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
+};
 
 /// How much one `read` asks the kernel for while the next frame's length is not known yet:
 /// a usual request head in one read, while most of a large request body stays in the kernel
@@ -42,10 +44,11 @@ impl FrameReader {
                 return Ok(Some(frame));
             }
             // The rest of a frame whose header is in, not past it; else a usual head's worth.
+            // (A length over the limit is refused by `decode` once the header is whole.)
             let want = match self.buf.get(..4) {
                 Some(len) => {
                     let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                    (FRAME_HEADER_BYTES + len)
+                    (FRAME_HEADER_BYTES + len.min(MAX_FRAME_BYTES))
                         .saturating_sub(self.buf.len())
                         .max(1)
                 }
@@ -230,5 +233,90 @@ impl FrameWriter {
         }
         self.buf.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::{encode_request_head, HttpVersion, RequestMeta, Scheme};
+
+    /// A head announcing `body.len()` bytes, then the body cut into frames of `sizes` (cycled),
+    /// written to the socket in writes of `write_size` bytes from another thread, so reads see
+    /// frames split at every possible place.
+    fn send_request(body: &[u8], sizes: &[usize], write_size: usize) -> FrameReader {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut wire = BytesMut::new();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let meta = RequestMeta {
+            request_id: b"id",
+            method: b"POST",
+            target: b"/",
+            version: HttpVersion::Http11,
+            scheme: Scheme::Http,
+            peer,
+            local: peer,
+            body_len: body.len() as u64,
+            has_body: true,
+        };
+        encode_request_head(&mut wire, &meta, [(&b"host"[..], &b"x"[..])]);
+        let mut at = 0;
+        for &size in sizes.iter().cycle() {
+            if at == body.len() {
+                break;
+            }
+            let piece = &body[at..(at + size).min(body.len())];
+            wire.put_slice(&frame_header(Kind::RequestBody, piece.len()));
+            wire.put_slice(piece);
+            at += piece.len();
+        }
+        // A second head right behind, as if pipelined: the body read must not eat into it.
+        encode_request_head(&mut wire, &meta, [(&b"host"[..], &b"y"[..])]);
+        std::thread::spawn(move || {
+            for piece in wire.chunks(write_size) {
+                theirs.write_all(piece).unwrap();
+            }
+        });
+        FrameReader::new(ours)
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn body_frames_land_in_place_whatever_the_split() {
+        for (len, sizes, write_size) in [
+            (0, &[1][..], 7),
+            (1, &[1][..], 1),
+            (70_000, &[MAX_CHUNK_BYTES][..], 65_536),
+            (300_000, &[1000, 1, 333][..], 4096),
+            (600_000, &[MAX_CHUNK_BYTES, 5][..], 3),
+            (100_000, &[16_384][..], 100_000 + 400),
+        ] {
+            let want = body(len);
+            let mut reader = send_request(&want, sizes, write_size);
+            let Some(Frame::RequestHead(head)) = reader.read_frame().unwrap() else {
+                panic!("no head");
+            };
+            let mut got = vec![0u8; head.body_len as usize];
+            reader.read_body_into(&mut got).unwrap();
+            assert!(got == want, "body of {len} in frames of {sizes:?}");
+            let Some(Frame::RequestHead(next)) = reader.read_frame().unwrap() else {
+                panic!("the next head was lost after a body of {len}");
+            };
+            assert_eq!(next.body_len, len as u64);
+        }
+    }
+
+    #[test]
+    fn body_frames_that_overrun_the_announced_length_are_refused() {
+        let mut reader = send_request(&body(1000), &[600], 4096);
+        let Some(Frame::RequestHead(_)) = reader.read_frame().unwrap() else {
+            panic!("no head");
+        };
+        // Told to expect fewer bytes than the frames carry: the second frame does not fit.
+        let mut short = vec![0u8; 900];
+        assert!(reader.read_body_into(&mut short).is_err());
     }
 }
