@@ -108,13 +108,19 @@ pub fn frame_header(kind: Kind, payload_len: usize) -> [u8; FRAME_HEADER_BYTES] 
     [len[0], len[1], len[2], len[3], kind as u8]
 }
 
+/// The payload length a frame header at the front of `buf` declares, once its four length
+/// bytes are in (unchecked against [`MAX_FRAME_BYTES`]: [`decode`] refuses that).
+pub fn declared_len(buf: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(len) as usize)
+}
+
 /// Takes one whole frame off the front of `buf`; `Ok(None)` means "not yet, read more".
 /// Body payloads are split off without copying.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
-    if buf.len() < FRAME_HEADER_BYTES {
+    let Some(len) = declared_len(buf).filter(|_| buf.len() >= FRAME_HEADER_BYTES) else {
         return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    };
     if len > MAX_FRAME_BYTES {
         return Err(ProtoError::TooLarge(len));
     }

@@ -12,8 +12,8 @@ mod frame;
 mod head;
 
 pub use frame::{
-    decode, encode_control, encode_end, encode_error, encode_request_head, encode_response_head,
-    encode_stop, frame_header, AppErrorKind, Frame, Kind, ProtoError, FRAME_HEADER_BYTES,
-    MAX_CHUNK_BYTES, MAX_FRAME_BYTES, PREFACE, VERSION,
+    declared_len, decode, encode_control, encode_end, encode_error, encode_request_head,
+    encode_response_head, encode_stop, frame_header, AppErrorKind, Frame, Kind, ProtoError,
+    FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES, PREFACE, VERSION,
 };
 pub use head::{HttpVersion, RequestHead, RequestMeta, ResponseHead, Scheme};

@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 
 use bytes::{Buf, BufMut, BytesMut};
 use sluice_proto::{
-    decode, frame_header, Frame, Kind, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
+    declared_len, decode, frame_header, Frame, Kind, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES,
+    MAX_FRAME_BYTES,
 };
 
 /// How much one `read` asks the kernel for while the next frame's length is not known yet:
@@ -45,13 +46,10 @@ impl FrameReader {
             }
             // The rest of a frame whose header is in, not past it; else a usual head's worth.
             // (A length over the limit is refused by `decode` once the header is whole.)
-            let want = match self.buf.get(..4) {
-                Some(len) => {
-                    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                    (FRAME_HEADER_BYTES + len.min(MAX_FRAME_BYTES))
-                        .saturating_sub(self.buf.len())
-                        .max(1)
-                }
+            let want = match declared_len(&self.buf) {
+                Some(len) => (FRAME_HEADER_BYTES + len.min(MAX_FRAME_BYTES))
+                    .saturating_sub(self.buf.len())
+                    .max(1),
                 None => READ_BYTES,
             };
             if self.fill(want)? == 0 {
@@ -86,8 +84,7 @@ impl FrameReader {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-            let len = len as usize;
+            let len = declared_len(&self.buf).expect("a whole header is buffered");
             if self.buf[4] != Kind::RequestBody as u8 || len > dst.len() - at {
                 return Err(io::Error::other(
                     "request body frames do not add up to the announced length",
