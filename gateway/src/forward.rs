@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::body_bufs;
 use crate::config::AppConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
@@ -353,6 +354,10 @@ async fn write_request<'h>(
 
 async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
     loop {
+        if let Some(len) = body_bufs::large_body_ahead(&conn.read_buf) {
+            let body = body_bufs::read_large_body(&conn.stream, &mut conn.read_buf, len).await?;
+            return Ok(body.map(Frame::ResponseBody));
+        }
         if let Some(frame) = decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
             return Ok(Some(frame));
         }
@@ -408,7 +413,8 @@ fn respond(
     // A frame other than body or end that the first reads brought (an error frame): decoding
     // took it off the buffer, so the pump must be handed it, not left to wait for another.
     let mut next = None;
-    loop {
+    // A large body frame still arriving is the pump's to read (into a pooled buffer).
+    while body_bufs::large_body_ahead(&conn.read_buf).is_none() {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
             Ok(Some(Frame::ResponseEnd)) => {

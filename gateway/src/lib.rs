@@ -27,6 +27,7 @@
 mod access_log;
 mod admin;
 mod admission;
+mod body_bufs;
 mod clock;
 mod compress;
 pub mod config;
