@@ -25,8 +25,8 @@ use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::{Body as _, Frame as BodyFrame};
 use sluice_proto::{
-    decode, encode_request_head, frame_header, Frame, HttpVersion, Kind, RequestMeta, ResponseHead,
-    MAX_CHUNK_BYTES,
+    decode, encode_request_head, encode_shared_body, frame_header, Frame, HttpVersion, Kind,
+    RequestMeta, ResponseHead, MAX_CHUNK_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -331,6 +331,24 @@ async fn write_request<'h>(
     let mut buf = std::mem::take(&mut conn.write_buf);
     buf.clear();
     encode_request_head(&mut buf, meta, headers);
+    let body_len = meta.body_len as usize;
+    if let Some(shared) = conn
+        .shared
+        .as_mut()
+        .filter(|shared| body_len > COALESCE_BYTES && body_len <= shared.len())
+    {
+        // Through the memory this connection shares with its worker: see `pool::connect`.
+        let mut at = 0;
+        for chunk in chunks {
+            shared[at..at + chunk.len()].copy_from_slice(chunk);
+            at += chunk.len();
+        }
+        encode_shared_body(&mut buf, at);
+        let result = conn.stream.write_all(&buf).await;
+        buf.clear();
+        conn.write_buf = buf;
+        return result;
+    }
     let result = async {
         for chunk in chunks {
             for piece in chunk.chunks(MAX_CHUNK_BYTES) {

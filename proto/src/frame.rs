@@ -5,17 +5,20 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
 
 /// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
-pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x02";
+pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x03";
 /// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
 /// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
 /// builds refuse each other at start-up instead of misreading each other's bytes.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Length field plus kind byte.
 pub const FRAME_HEADER_BYTES: usize = 5;
 /// The largest payload a peer may declare; checked before any memory is reserved for it.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+/// The size of the memory a data connection shares for request bodies (see
+/// [`Kind::RequestBodyShared`]); longer bodies travel in `RequestBody` frames.
+pub const SHARED_BODY_BYTES: usize = 1024 * 1024;
 
 /// What a frame carries. Data connections carry `Request*` one way and `Response*`/`Error` the
 /// other; the control channel carries `Ready`/`Fatal` from the worker and `Stop` to it.
@@ -31,6 +34,9 @@ pub enum Kind {
     Ready = 7,
     Fatal = 8,
     Stop = 9,
+    /// A request body in the connection's shared memory: its 4-byte payload is the length,
+    /// and the body is that many bytes from the start of the region.
+    RequestBodyShared = 10,
 }
 
 impl Kind {
@@ -45,6 +51,7 @@ impl Kind {
             7 => Kind::Ready,
             8 => Kind::Fatal,
             9 => Kind::Stop,
+            10 => Kind::RequestBodyShared,
             _ => return None,
         })
     }
@@ -88,6 +95,8 @@ pub enum Frame {
     Fatal(Bytes),
     /// Finish what you hold within this many milliseconds, then exit.
     Stop(u32),
+    /// The request body is this many bytes at the start of the shared region.
+    RequestBodyShared(u32),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -150,6 +159,10 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
             [a, b, c, d] => Frame::Stop(u32::from_be_bytes([a, b, c, d])),
             _ => return Err(ProtoError::Malformed(kind, "stop takes a 4-byte grace")),
         },
+        Kind::RequestBodyShared => match payload[..] {
+            [a, b, c, d] => Frame::RequestBodyShared(u32::from_be_bytes([a, b, c, d])),
+            _ => return Err(ProtoError::Malformed(kind, "takes a 4-byte length")),
+        },
     };
     Ok(Some(frame))
 }
@@ -210,6 +223,13 @@ pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
     dst.put_slice(payload);
 }
 
+/// `RequestBodyShared`: the body the gateway put at the start of the shared region.
+pub fn encode_shared_body(dst: &mut BytesMut, len: usize) {
+    assert!(len <= SHARED_BODY_BYTES, "shared body of {len} bytes");
+    dst.put_slice(&frame_header(Kind::RequestBodyShared, 4));
+    dst.put_u32(len as u32);
+}
+
 /// `Stop`: the worker finishes what it holds within `grace_ms`, then exits.
 pub fn encode_stop(dst: &mut BytesMut, grace_ms: u32) {
     dst.put_slice(&frame_header(Kind::Stop, 4));
@@ -245,6 +265,7 @@ mod tests {
         encode_error(&mut buf, AppErrorKind::BadResponse, b"bad header");
         encode_control(&mut buf, Kind::Ready, br#"{"pid":1}"#);
         encode_stop(&mut buf, 1500);
+        encode_shared_body(&mut buf, 65_536);
         assert_eq!(
             decode_all(buf),
             vec![
@@ -254,6 +275,7 @@ mod tests {
                 Frame::Error(AppErrorKind::BadResponse, Bytes::from_static(b"bad header")),
                 Frame::Ready(Bytes::from_static(br#"{"pid":1}"#)),
                 Frame::Stop(1500),
+                Frame::RequestBodyShared(65_536),
             ]
         );
     }

@@ -5,6 +5,7 @@ Dispatches on the first path segment; see the README of each endpoint below.
 Marker files go into the directory named by the env var ``SLUICE_TEST_STATE``.
 """
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -279,6 +280,21 @@ def ep_sched(environ, start_response):
     return respond(start_response, names.get(policy, str(policy)))
 
 
+def ep_shared(environ, start_response):
+    """Echoes the body's length and whether it is what the gateway's shared memory holds: some
+    `memfd:sluice-body` mapping of this process begins with exactly these bytes."""
+    body = read_all(environ["wsgi.input"])
+    found = False
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        for line in maps:
+            if "memfd:sluice-body" not in line:
+                continue
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if len(body) <= end - start and ctypes.string_at(start, len(body)) == body:
+                found = True
+    return respond(start_response, f"{len(body)} {'shared' if found else 'socket'}")
+
+
 def ep_name(environ, start_response):
     return respond(start_response, b"suite")
 
@@ -324,6 +340,7 @@ ROUTES = {
     "pid": ep_pid,
     "sched": ep_sched,
     "name": ep_name,
+    "shared": ep_shared,
     "file": ep_file,
 }
 

@@ -24,6 +24,8 @@ const COALESCE_BYTES: usize = 16 * 1024;
 pub(crate) struct FrameReader {
     stream: UnixStream,
     buf: BytesMut,
+    /// The memory the gateway shares with this connection for request bodies, if any.
+    shared: Option<memmap2::Mmap>,
 }
 
 impl FrameReader {
@@ -31,7 +33,14 @@ impl FrameReader {
         FrameReader {
             stream,
             buf: BytesMut::with_capacity(READ_BYTES),
+            shared: None,
         }
+    }
+
+    /// Takes request bodies from `shared` where the gateway put them there.
+    pub(crate) fn with_shared(mut self, shared: Option<memmap2::Mmap>) -> FrameReader {
+        self.shared = shared;
+        self
     }
 
     pub(crate) fn stream(&self) -> &UnixStream {
@@ -61,17 +70,6 @@ impl FrameReader {
         }
     }
 
-    /// Reads exactly `out.len()` raw bytes (the connection preface).
-    pub(crate) fn read_exact_raw(&mut self, out: &mut [u8]) -> io::Result<()> {
-        while self.buf.len() < out.len() {
-            if self.fill(out.len() - self.buf.len())? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        out.copy_from_slice(&self.buf.split_to(out.len()));
-        Ok(())
-    }
-
     /// Fills `dst` with the payloads of the request body frames that follow a head, checking
     /// that they add up to exactly `dst.len()` bytes. What the head's read brought along is
     /// copied; the rest is read from the socket straight into `dst` (one copy fewer than going
@@ -85,6 +83,10 @@ impl FrameReader {
                 }
             }
             let len = declared_len(&self.buf).expect("a whole header is buffered");
+            if self.buf[4] == Kind::RequestBodyShared as u8 {
+                at += self.take_shared(&mut dst[at..])?;
+                continue;
+            }
             if self.buf[4] != Kind::RequestBody as u8 || len > dst.len() - at {
                 return Err(io::Error::other(
                     "request body frames do not add up to the announced length",
@@ -136,6 +138,34 @@ impl FrameReader {
             }
         }
         Ok(())
+    }
+
+    /// Copies a body the gateway put in the shared memory into the front of `dst`, for the
+    /// `RequestBodyShared` frame whose header is at the front of the buffer; returns its length.
+    fn take_shared(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        let whole = FRAME_HEADER_BYTES + 4;
+        while self.buf.len() < whole {
+            if self.fill(whole - self.buf.len())? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let frame = decode(&mut self.buf).map_err(io::Error::other)?;
+        let Some(Frame::RequestBodyShared(len)) = frame else {
+            return Err(io::Error::other(format!(
+                "malformed shared body frame: {frame:?}"
+            )));
+        };
+        let len = len as usize;
+        let shared = self.shared.as_deref().unwrap_or_default();
+        if len > dst.len() || len > shared.len() {
+            return Err(io::Error::other(format!(
+                "a shared body of {len} bytes does not fit: {} announced, {} shared",
+                dst.len(),
+                shared.len()
+            )));
+        }
+        dst[..len].copy_from_slice(&shared[..len]);
+        Ok(len)
     }
 
     /// Reads at most `max` bytes into the buffer.
@@ -237,13 +267,10 @@ impl FrameWriter {
 mod tests {
     use super::*;
     use sluice_proto::{encode_request_head, HttpVersion, RequestMeta, Scheme};
+    use std::os::fd::FromRawFd;
 
-    /// A head announcing `body.len()` bytes, then the body cut into frames of `sizes` (cycled),
-    /// written to the socket in writes of `write_size` bytes from another thread, so reads see
-    /// frames split at every possible place.
-    fn send_request(body: &[u8], sizes: &[usize], write_size: usize) -> FrameReader {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut wire = BytesMut::new();
+    /// A POST head announcing `body_len` bytes, with `host` as its one header.
+    fn post_head(wire: &mut BytesMut, body_len: usize, host: &[u8]) {
         let peer = "127.0.0.1:1".parse().unwrap();
         let meta = RequestMeta {
             request_id: b"id",
@@ -253,10 +280,19 @@ mod tests {
             scheme: Scheme::Http,
             peer,
             local: peer,
-            body_len: body.len() as u64,
+            body_len: body_len as u64,
             has_body: true,
         };
-        encode_request_head(&mut wire, &meta, [(&b"host"[..], &b"x"[..])]);
+        encode_request_head(wire, &meta, [(&b"host"[..], host)]);
+    }
+
+    /// A head announcing `body.len()` bytes, then the body cut into frames of `sizes` (cycled),
+    /// written to the socket in writes of `write_size` bytes from another thread, so reads see
+    /// frames split at every possible place.
+    fn send_request(body: &[u8], sizes: &[usize], write_size: usize) -> FrameReader {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut wire = BytesMut::new();
+        post_head(&mut wire, body.len(), b"x");
         let mut at = 0;
         for &size in sizes.iter().cycle() {
             if at == body.len() {
@@ -268,7 +304,7 @@ mod tests {
             at += piece.len();
         }
         // A second head right behind, as if pipelined: the body read must not eat into it.
-        encode_request_head(&mut wire, &meta, [(&b"host"[..], &b"y"[..])]);
+        post_head(&mut wire, body.len(), b"y");
         std::thread::spawn(move || {
             for piece in wire.chunks(write_size) {
                 theirs.write_all(piece).unwrap();
@@ -315,5 +351,73 @@ mod tests {
         // Told to expect fewer bytes than the frames carry: the second frame does not fit.
         let mut short = vec![0u8; 900];
         assert!(reader.read_body_into(&mut short).is_err());
+    }
+
+    /// A memfd of `len` bytes holding `body` at its start, mapped as the worker maps it.
+    fn shared_memory(body: &[u8], len: usize) -> memmap2::Mmap {
+        // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
+        let file = unsafe {
+            let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        };
+        file.set_len(len as u64).unwrap();
+        (&file).write_all(body).unwrap();
+        // SAFETY: nothing else maps or writes this memfd.
+        unsafe { memmap2::Mmap::map(&file).unwrap() }
+    }
+
+    /// A head announcing `announced` bytes and a shared-body frame saying `shared` bytes, then a
+    /// second head; the reader maps `memory`.
+    fn send_shared(announced: usize, shared: usize, memory: memmap2::Mmap) -> FrameReader {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut wire = BytesMut::new();
+        post_head(&mut wire, announced, b"x");
+        sluice_proto::encode_shared_body(&mut wire, shared);
+        post_head(&mut wire, announced, b"y");
+        // One byte at a time: the shared frame's header and length arrive split.
+        std::thread::spawn(move || {
+            for byte in wire.chunks(1) {
+                theirs.write_all(byte).unwrap();
+            }
+        });
+        FrameReader::new(ours).with_shared(Some(memory))
+    }
+
+    #[test]
+    fn a_body_in_shared_memory_is_copied_from_there() {
+        let want = body(300_000);
+        let mut reader = send_shared(want.len(), want.len(), shared_memory(&want, 1 << 20));
+        let Some(Frame::RequestHead(head)) = reader.read_frame().unwrap() else {
+            panic!("no head");
+        };
+        let mut got = vec![0u8; head.body_len as usize];
+        reader.read_body_into(&mut got).unwrap();
+        assert!(got == want);
+        let Some(Frame::RequestHead(next)) = reader.read_frame().unwrap() else {
+            panic!("the next head was lost after a shared body");
+        };
+        assert_eq!(next.headers[0].1, &b"y"[..]);
+    }
+
+    #[test]
+    fn a_shared_body_longer_than_announced_or_than_the_memory_is_refused() {
+        let memory = || shared_memory(&body(5000), 8192);
+        for (announced, shared) in [(1000, 1001), (10_000, 10_000)] {
+            let mut reader = send_shared(announced, shared, memory());
+            let Some(Frame::RequestHead(_)) = reader.read_frame().unwrap() else {
+                panic!("no head");
+            };
+            let mut dst = vec![0u8; announced];
+            let err = reader.read_body_into(&mut dst).unwrap_err();
+            assert!(err.to_string().contains("does not fit"), "{err}");
+        }
+        // A connection without shared memory has room for nothing there.
+        let mut reader = send_shared(10, 10, memory());
+        reader.shared = None;
+        let Some(Frame::RequestHead(_)) = reader.read_frame().unwrap() else {
+            panic!("no head");
+        };
+        assert!(reader.read_body_into(&mut [0u8; 10]).is_err());
     }
 }

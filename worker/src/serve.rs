@@ -10,7 +10,7 @@
 //! worker sends `Ready` or `Fatal` on it, the gateway sends `Stop`; end of file means the gateway
 //! is gone and the worker exits at once.
 
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -210,22 +210,21 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
             Err(_) => return,
         };
         set_send_buffer(&stream);
+        // The echo tells the gateway a thread has this connection; without it, a connection
+        // still in the backlog of a dying worker would look established (see PROTOCOL.md).
+        let shared = py.detach(|| {
+            let shared = receive_preface(&stream)?;
+            (&stream).write_all(PREFACE)?;
+            io::Result::Ok(shared)
+        });
+        let Ok(shared) = shared else {
+            continue;
+        };
         let Ok(write_half) = stream.try_clone() else {
             continue;
         };
-        let mut reader = FrameReader::new(stream);
+        let mut reader = FrameReader::new(stream).with_shared(shared);
         let exchange = Arc::new(Mutex::new(Exchange::new(FrameWriter::new(write_half))));
-        // The echo tells the gateway a thread has this connection; without it, a connection
-        // still in the backlog of a dying worker would look established (see PROTOCOL.md).
-        let preface_ok = py.detach(|| {
-            let mut preface = [0u8; PREFACE.len()];
-            reader.read_exact_raw(&mut preface).is_ok()
-                && &preface == PREFACE
-                && reader.stream().write_all(PREFACE).is_ok()
-        });
-        if !preface_ok {
-            continue;
-        }
         loop {
             let head = py.detach(|| read_head(&mut reader));
             let Ok(Some(head)) = head else {
@@ -243,6 +242,70 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
         // response it has not seen the end of will not come.
         let _ = reader.stream().shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Reads the gateway's preface from a new connection and maps the memory that came with it
+/// (a memfd, SCM_RIGHTS on its first byte), where the gateway puts request bodies; `None` if
+/// none came.
+fn receive_preface(stream: &UnixStream) -> io::Result<Option<memmap2::Mmap>> {
+    let mut preface = [0u8; PREFACE.len()];
+    // Room for a few descriptors' control message, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: preface.as_mut_ptr().cast(),
+        iov_len: preface.len(),
+    };
+    // SAFETY: a zeroed msghdr is a valid empty one; it points at `iov` and `control`, which
+    // outlive the recvmsg(2) call, with their exact sizes.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let got = loop {
+        // SAFETY: as above. MSG_CMSG_CLOEXEC: a subprocess the app starts must not inherit it.
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    let mut region = None;
+    // SAFETY: the control messages are walked with the CMSG_* macros within the
+    // `msg_controllen` the kernel set; a descriptor is read only from an SCM_RIGHTS message,
+    // within its `cmsg_len`. Each descriptor received is new and ours: the first is kept, any
+    // more are closed.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    let fd = std::fs::File::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                    if region.is_none() {
+                        region = Some(fd);
+                    }
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    (&*stream).read_exact(&mut preface[got..])?;
+    if &preface != PREFACE {
+        return Err(io::Error::other("not a sluice preface of this version"));
+    }
+    // No memory (the gateway could not make it): every body comes through the socket.
+    let Some(region) = region else {
+        return Ok(None);
+    };
+    // SAFETY: the gateway writes a body there only between requests on this connection, before
+    // sending the request; this thread reads it only after that request's frame arrived and
+    // before it answers (see the gateway's `pool::connect`).
+    unsafe { memmap2::Mmap::map(&region) }.map(Some)
 }
 
 /// The kernel buffer a response is written into. At the default (~208 KiB) a 1 MiB response
