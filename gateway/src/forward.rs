@@ -20,13 +20,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::{Body as _, Frame as BodyFrame};
 use sluice_proto::{
-    decode, encode_request_head, encode_shared_body, frame_header, Frame, HttpVersion, Kind,
-    RequestMeta, ResponseHead, MAX_CHUNK_BYTES,
+    decode, encode_request_head, encode_shared_body, frame_header, shared::SHARED_BODY_BYTES,
+    Frame, HttpVersion, Kind, RequestMeta, ResponseHead, MAX_CHUNK_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -334,16 +334,12 @@ async fn write_request<'h>(
     let body_len = meta.body_len as usize;
     if let Some(shared) = conn
         .shared
-        .as_mut()
-        .filter(|shared| body_len > COALESCE_BYTES && body_len <= shared.len())
+        .as_ref()
+        .filter(|_| body_len > COALESCE_BYTES && body_len <= SHARED_BODY_BYTES)
     {
-        // Through the memory this connection shares with its worker: see `pool::connect`.
-        let mut at = 0;
-        for chunk in chunks {
-            shared[at..at + chunk.len()].copy_from_slice(chunk);
-            at += chunk.len();
-        }
-        encode_shared_body(&mut buf, at);
+        // Through the memory this connection shares with its worker (see `shared`).
+        let len = shared.put_request_body(chunks);
+        encode_shared_body(&mut buf, len);
         let result = conn.stream.write_all(&buf).await;
         buf.clear();
         conn.write_buf = buf;
@@ -370,14 +366,28 @@ async fn write_request<'h>(
     result
 }
 
+/// The response chunk a worker put in one of the connection's shared slots.
+fn shared_chunk(conn: &WorkerConn, slot: u32, len: u32) -> std::io::Result<Bytes> {
+    match &conn.shared {
+        Some(region) => region.response_chunk(slot, len),
+        None => Err(std::io::Error::other(
+            "worker used shared memory this connection does not have",
+        )),
+    }
+}
+
 async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
     loop {
         if let Some(len) = body_bufs::large_body_ahead(&conn.read_buf) {
             let body = body_bufs::read_large_body(&conn.stream, &mut conn.read_buf, len).await?;
             return Ok(body.map(Frame::ResponseBody));
         }
-        if let Some(frame) = decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
-            return Ok(Some(frame));
+        match decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
+            Some(Frame::ResponseBodyShared { slot, len }) => {
+                return shared_chunk(conn, slot, len).map(|chunk| Some(Frame::ResponseBody(chunk)))
+            }
+            Some(frame) => return Ok(Some(frame)),
+            None => {}
         }
         conn.read_buf.reserve(64 * 1024);
         if conn.stream.read_buf(&mut conn.read_buf).await? == 0 {
@@ -435,15 +445,22 @@ fn respond(
     while body_bufs::large_body_ahead(&conn.read_buf).is_none() {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
+            Ok(Some(Frame::ResponseBodyShared { slot, len })) => {
+                match shared_chunk(&conn, slot, len) {
+                    Ok(chunk) => early.push(chunk),
+                    Err(err) => {
+                        tracing::error!(app = %app.config.name, request_id, "{err}");
+                        retire(conn);
+                        return Err(GatewayError::AppFailed);
+                    }
+                }
+            }
             Ok(Some(Frame::ResponseEnd)) => {
                 *response.body_mut() = match early.len() {
                     0 => Body::empty(),
                     1 => Body::from(early.pop().expect("one chunk")),
-                    _ => {
-                        let mut whole = BytesMut::with_capacity(early.iter().map(Bytes::len).sum());
-                        early.iter().for_each(|chunk| whole.put_slice(chunk));
-                        Body::from(whole.freeze())
-                    }
+                    // Large chunks often (slots never to be copied), so no copy into one.
+                    _ => Body::new(WholeBody::new(early)),
                 };
                 release(conn);
                 context.timing.set_python(sent_at.elapsed());
@@ -583,6 +600,46 @@ fn body_channel(bound: u64) -> (BodySender, ChannelBody) {
             held: None,
         },
     )
+}
+
+/// A response body that is all here, in chunks: hyper writes them in one vectored write where
+/// they fit, and knows the length (Content-Length) as it does for a single chunk.
+struct WholeBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl WholeBody {
+    fn new(chunks: Vec<Bytes>) -> WholeBody {
+        WholeBody {
+            left: chunks.iter().map(|chunk| chunk.len() as u64).sum(),
+            chunks: chunks.into(),
+        }
+    }
+}
+
+impl http_body::Body for WholeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            self.left -= chunk.len() as u64;
+        }
+        Poll::Ready(chunk.map(|chunk| Ok(BodyFrame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// The client has gone: its body was dropped.

@@ -18,6 +18,8 @@
 //! - `static_files`: each app's static directories, served without Python.
 //! - `compress`: gzip and br for compressible responses, per app.
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
+//! - `shared`: the memory each worker connection shares with its worker thread, for request
+//!   bodies and response chunks.
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
 //! - `metrics` and `admin`: the per-app metrics and the admin bind that serves them with
 //!   `/healthz` and `/readyz`.
@@ -40,6 +42,7 @@ mod metrics;
 mod pool;
 mod proxy;
 mod server;
+mod shared;
 mod shutdown;
 mod static_files;
 mod strict;

@@ -6,17 +6,19 @@
 //! waiting for one is waiting for a thread. New connections go to the live worker with the
 //! fewest, never past its thread count, so load spreads across processes by itself.
 
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use sluice_proto::{PREFACE, SHARED_BODY_BYTES};
+use sluice_proto::PREFACE;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
+
+use crate::shared::Region;
 
 /// How a worker is to be ended by its reaper (the only task that may signal or reap it, so a
 /// signal can never reach a recycled pid).
@@ -161,9 +163,9 @@ impl Workers {
 /// One connection to one Python thread of one worker.
 pub(crate) struct WorkerConn {
     pub(crate) stream: UnixStream,
-    /// Memory this connection shares with its worker thread, for request bodies up to its size
-    /// (see [`connect`]); none if it could not be made.
-    pub(crate) shared: Option<memmap2::MmapMut>,
+    /// Memory this connection shares with its worker thread, for request bodies and response
+    /// chunks (see [`connect`]); none if it could not be made.
+    pub(crate) shared: Option<Arc<Region>>,
     pub(crate) read_buf: BytesMut,
     pub(crate) write_buf: BytesMut,
     pub(crate) worker: Arc<Worker>,
@@ -260,21 +262,14 @@ impl Drop for ReleaseOnDrop<'_> {
 /// connection: connect() alone also succeeds into the backlog of a worker that is dying (the
 /// kernel closes a killed process's sockets one by one), and a request sent there would be lost.
 ///
-/// The preface carries (SCM_RIGHTS) a memfd of [`SHARED_BODY_BYTES`] that both sides map: the
-/// gateway writes a request body there and sends only its length, and the worker copies it into
-/// the body's `bytes` object. A body sent through the socket instead is copied into kernel
-/// buffers the kernel must allocate, charge and free again, and that cost the gateway and the
-/// worker more than the copy itself (perf, 64 KiB uploads: 27% of the gateway's samples in
-/// `unix_stream_sendmsg`, 48% of the worker's in `unix_stream_recvmsg`). Pages of the region
-/// are touched only by bodies that use them.
-async fn connect(
-    socket: &std::path::Path,
-) -> std::io::Result<(UnixStream, Option<memmap2::MmapMut>)> {
+/// The preface carries (SCM_RIGHTS) the memfd of the memory this connection shares with the
+/// worker thread (see `shared`).
+async fn connect(socket: &std::path::Path) -> std::io::Result<(UnixStream, Option<Arc<Region>>)> {
     let mut stream = UnixStream::connect(socket).await?;
     // Without it (no memfd in this kernel or sandbox, out of descriptors or address space)
     // bodies go through the socket: slower, never wrong.
-    let (region, shared) = match shared_region() {
-        Ok(pair) => (Some(pair.0), Some(pair.1)),
+    let (region, shared) = match Region::create() {
+        Ok((file, region)) => (Some(file), Some(region)),
         Err(err) => {
             tracing::debug!("request bodies go through the socket: no shared memory: {err}");
             (None, None)
@@ -290,27 +285,6 @@ async fn connect(
         ));
     }
     Ok((stream, shared))
-}
-
-/// A fresh memfd of [`SHARED_BODY_BYTES`] (sparse: no page is allocated until written), and
-/// the gateway's mapping of it.
-fn shared_region() -> std::io::Result<(std::fs::File, memmap2::MmapMut)> {
-    // SAFETY: memfd_create(2) with a NUL-terminated name; the descriptor it returns is new
-    // and owned by the File from here on.
-    let region = unsafe {
-        let fd = libc::memfd_create(c"sluice-body".as_ptr(), libc::MFD_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        std::fs::File::from_raw_fd(fd)
-    };
-    region.set_len(SHARED_BODY_BYTES as u64)?;
-    // SAFETY: the memfd is new and sized; only this connection and the worker thread it is
-    // handed to map it, and the protocol keeps them from touching it at the same time (the
-    // gateway writes a body before sending its request, the worker reads it before it answers,
-    // and the next request waits for the answer).
-    let shared = unsafe { memmap2::MmapMut::map_mut(&region)? };
-    Ok((region, shared))
 }
 
 /// Writes all of `data`, with `fd` (if any) attached (SCM_RIGHTS) to its first byte.

@@ -5,20 +5,17 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
 
 /// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
-pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x03";
+pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x04";
 /// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
 /// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
 /// builds refuse each other at start-up instead of misreading each other's bytes.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Length field plus kind byte.
 pub const FRAME_HEADER_BYTES: usize = 5;
 /// The largest payload a peer may declare; checked before any memory is reserved for it.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
-/// The size of the memory a data connection shares for request bodies (see
-/// [`Kind::RequestBodyShared`]); longer bodies travel in `RequestBody` frames.
-pub const SHARED_BODY_BYTES: usize = 1024 * 1024;
 
 /// What a frame carries. Data connections carry `Request*` one way and `Response*`/`Error` the
 /// other; the control channel carries `Ready`/`Fatal` from the worker and `Stop` to it.
@@ -37,6 +34,9 @@ pub enum Kind {
     /// A request body in the connection's shared memory: its 4-byte payload is the length,
     /// and the body is that many bytes from the start of the region.
     RequestBodyShared = 10,
+    /// A response body chunk in one of the connection's shared slots: its payload is the slot
+    /// (`u32`) and the chunk's length (`u32`). See [`crate::shared`].
+    ResponseBodyShared = 11,
 }
 
 impl Kind {
@@ -52,6 +52,7 @@ impl Kind {
             8 => Kind::Fatal,
             9 => Kind::Stop,
             10 => Kind::RequestBodyShared,
+            11 => Kind::ResponseBodyShared,
             _ => return None,
         })
     }
@@ -97,6 +98,11 @@ pub enum Frame {
     Stop(u32),
     /// The request body is this many bytes at the start of the shared region.
     RequestBodyShared(u32),
+    /// A response body chunk of `len` bytes in shared slot `slot`.
+    ResponseBodyShared {
+        slot: u32,
+        len: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +169,13 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
             [a, b, c, d] => Frame::RequestBodyShared(u32::from_be_bytes([a, b, c, d])),
             _ => return Err(ProtoError::Malformed(kind, "takes a 4-byte length")),
         },
+        Kind::ResponseBodyShared => match payload[..] {
+            [a, b, c, d, e, f, g, h] => Frame::ResponseBodyShared {
+                slot: u32::from_be_bytes([a, b, c, d]),
+                len: u32::from_be_bytes([e, f, g, h]),
+            },
+            _ => return Err(ProtoError::Malformed(kind, "takes a slot and a length")),
+        },
     };
     Ok(Some(frame))
 }
@@ -225,8 +238,19 @@ pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
 
 /// `RequestBodyShared`: the body the gateway put at the start of the shared region.
 pub fn encode_shared_body(dst: &mut BytesMut, len: usize) {
-    assert!(len <= SHARED_BODY_BYTES, "shared body of {len} bytes");
+    assert!(
+        len <= crate::shared::SHARED_BODY_BYTES,
+        "shared body of {len} bytes"
+    );
     dst.put_slice(&frame_header(Kind::RequestBodyShared, 4));
+    dst.put_u32(len as u32);
+}
+
+/// `ResponseBodyShared`: a chunk of `len` bytes the worker put in shared slot `slot`.
+pub fn encode_shared_chunk(dst: &mut BytesMut, slot: usize, len: usize) {
+    assert!(slot < crate::shared::SLOTS && len <= crate::shared::SLOT_BYTES);
+    dst.put_slice(&frame_header(Kind::ResponseBodyShared, 8));
+    dst.put_u32(slot as u32);
     dst.put_u32(len as u32);
 }
 
@@ -266,6 +290,7 @@ mod tests {
         encode_control(&mut buf, Kind::Ready, br#"{"pid":1}"#);
         encode_stop(&mut buf, 1500);
         encode_shared_body(&mut buf, 65_536);
+        encode_shared_chunk(&mut buf, 3, 200_000);
         assert_eq!(
             decode_all(buf),
             vec![
@@ -276,6 +301,10 @@ mod tests {
                 Frame::Ready(Bytes::from_static(br#"{"pid":1}"#)),
                 Frame::Stop(1500),
                 Frame::RequestBodyShared(65_536),
+                Frame::ResponseBodyShared {
+                    slot: 3,
+                    len: 200_000
+                },
             ]
         );
     }

@@ -10,11 +10,12 @@
 
 mod frame;
 mod head;
+pub mod shared;
 
 pub use frame::{
     declared_len, decode, encode_control, encode_end, encode_error, encode_request_head,
-    encode_response_head, encode_shared_body, encode_stop, frame_header, AppErrorKind, Frame, Kind,
-    ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES, PREFACE, SHARED_BODY_BYTES,
-    VERSION,
+    encode_response_head, encode_shared_body, encode_shared_chunk, encode_stop, frame_header,
+    AppErrorKind, Frame, Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
+    PREFACE, VERSION,
 };
 pub use head::{HttpVersion, RequestHead, RequestMeta, ResponseHead, Scheme};

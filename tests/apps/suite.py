@@ -280,19 +280,42 @@ def ep_sched(environ, start_response):
     return respond(start_response, names.get(policy, str(policy)))
 
 
-def ep_shared(environ, start_response):
-    """Echoes the body's length and whether it is what the gateway's shared memory holds: some
-    `memfd:sluice-body` mapping of this process begins with exactly these bytes."""
-    body = read_all(environ["wsgi.input"])
-    found = False
+# Where a response slot starts in a connection's shared memory (proto/src/shared.rs): after the
+# 1 MiB request area and a page of flags, 4 slots of 256 KiB.
+SHARED_SLOTS = [1024 * 1024 + 4096 + i * 256 * 1024 for i in range(4)]
+
+
+def in_shared_memory(data, offsets):
+    """Whether some `memfd:sluice-body` mapping of this process holds `data` at one of `offsets`."""
     with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
         for line in maps:
             if "memfd:sluice-body" not in line:
                 continue
             start, end = (int(x, 16) for x in line.split()[0].split("-"))
-            if len(body) <= end - start and ctypes.string_at(start, len(body)) == body:
-                found = True
-    return respond(start_response, f"{len(body)} {'shared' if found else 'socket'}")
+            for offset in offsets:
+                if offset + len(data) <= end - start:
+                    if ctypes.string_at(start + offset, len(data)) == data:
+                        return True
+    return False
+
+
+def ep_shared(environ, start_response):
+    """POST: echoes the body's length and whether the gateway's shared memory holds it (at the
+    start of the request area). GET ?n=N: N bytes, then whether they were in a response slot of
+    the shared memory by the time the app was asked for more."""
+    if environ["REQUEST_METHOD"] == "POST":
+        body = read_all(environ["wsgi.input"])
+        found = in_shared_memory(body, [0])
+        return respond(start_response, f"{len(body)} {'shared' if found else 'socket'}")
+    n = int(query(environ).get("n", "40000"))
+    first = bytes((i * 7 + n) % 251 for i in range(n))
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def chunks():
+        yield first
+        yield b"|shared" if in_shared_memory(first, SHARED_SLOTS) else b"|socket"
+
+    return chunks()
 
 
 def ep_name(environ, start_response):

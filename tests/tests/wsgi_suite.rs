@@ -708,3 +708,29 @@ fn request_bodies_travel_through_shared_memory_up_to_its_size() {
         );
     }
 }
+
+/// Response chunks over 16 KiB go to the gateway through a slot of the shared memory, and from
+/// there to the client; smaller ones through the socket. The app checks, while it produces its
+/// second chunk, where its first one went.
+#[test]
+fn response_chunks_over_16_kib_travel_through_shared_slots() {
+    let sluice = Sluice::serve("suite:app").workers(1).threads(2).start();
+    let mut conn = Conn::connect(sluice.addr()).unwrap();
+    for (n, way) in [
+        (40_000, "shared"),
+        (100, "socket"),
+        (16_385, "shared"),
+        (16_384, "socket"),
+    ] {
+        let resp = conn
+            .request(&Request::get(&format!("/shared?n={n}")))
+            .unwrap();
+        assert_eq!(resp.status(), 200, "n={n}");
+        let want: Vec<u8> = (0..n).map(|i| ((i * 7 + n) % 251) as u8).collect();
+        assert!(
+            resp.body[..n] == want[..],
+            "n={n}: the chunk arrived changed"
+        );
+        assert_eq!(&resp.body[n..], format!("|{way}").as_bytes(), "n={n}");
+    }
+}

@@ -7,11 +7,14 @@
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
+
+use crate::shared::Region;
 use sluice_proto::{
-    declared_len, decode, frame_header, Frame, Kind, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES,
-    MAX_FRAME_BYTES,
+    declared_len, decode, encode_shared_chunk, frame_header, Frame, Kind, FRAME_HEADER_BYTES,
+    MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
 };
 
 /// How much one `read` asks the kernel for while the next frame's length is not known yet:
@@ -24,8 +27,8 @@ const COALESCE_BYTES: usize = 16 * 1024;
 pub(crate) struct FrameReader {
     stream: UnixStream,
     buf: BytesMut,
-    /// The memory the gateway shares with this connection for request bodies, if any.
-    shared: Option<memmap2::Mmap>,
+    /// The memory the gateway shares with this connection, if any.
+    shared: Option<Arc<Region>>,
 }
 
 impl FrameReader {
@@ -38,7 +41,7 @@ impl FrameReader {
     }
 
     /// Takes request bodies from `shared` where the gateway put them there.
-    pub(crate) fn with_shared(mut self, shared: Option<memmap2::Mmap>) -> FrameReader {
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<Region>>) -> FrameReader {
         self.shared = shared;
         self
     }
@@ -156,15 +159,18 @@ impl FrameReader {
             )));
         };
         let len = len as usize;
-        let shared = self.shared.as_deref().unwrap_or_default();
-        if len > dst.len() || len > shared.len() {
+        if len > dst.len() {
             return Err(io::Error::other(format!(
-                "a shared body of {len} bytes does not fit: {} announced, {} shared",
-                dst.len(),
-                shared.len()
+                "a shared body of {len} bytes does not fit in the {} announced",
+                dst.len()
             )));
         }
-        dst[..len].copy_from_slice(&shared[..len]);
+        let Some(shared) = &self.shared else {
+            return Err(io::Error::other(
+                "a shared body on a connection without shared memory",
+            ));
+        };
+        dst[..len].copy_from_slice(shared.request_body(len)?);
         Ok(len)
     }
 
@@ -195,13 +201,18 @@ impl FrameReader {
 pub(crate) struct FrameWriter {
     stream: UnixStream,
     buf: BytesMut,
+    /// The memory the gateway shares with this connection, if any, and the slot to try first.
+    shared: Option<Arc<Region>>,
+    next_slot: usize,
 }
 
 impl FrameWriter {
-    pub(crate) fn new(stream: UnixStream) -> FrameWriter {
+    pub(crate) fn new(stream: UnixStream, shared: Option<Arc<Region>>) -> FrameWriter {
         FrameWriter {
             stream,
             buf: BytesMut::with_capacity(COALESCE_BYTES * 2),
+            shared,
+            next_slot: 0,
         }
     }
 
@@ -211,9 +222,18 @@ impl FrameWriter {
     }
 
     /// Queues a body chunk, splitting it into frames of at most `MAX_CHUNK_BYTES`. Small chunks
-    /// are copied into the buffer; large ones are written through at once (after what is queued).
+    /// are copied into the buffer; large ones into a free slot of the shared memory, else
+    /// written through at once (after what is queued).
     pub(crate) fn body(&mut self, data: &[u8]) -> io::Result<()> {
         for piece in data.chunks(MAX_CHUNK_BYTES) {
+            if piece.len() > COALESCE_BYTES {
+                let shared = self.shared.as_ref();
+                if let Some(slot) = shared.and_then(|s| s.put_chunk(self.next_slot, piece)) {
+                    self.next_slot = slot + 1;
+                    encode_shared_chunk(&mut self.buf, slot, piece.len());
+                    continue;
+                }
+            }
             let header = frame_header(Kind::ResponseBody, piece.len());
             if piece.len() <= COALESCE_BYTES {
                 self.buf.put_slice(&header);
@@ -353,27 +373,30 @@ mod tests {
         assert!(reader.read_body_into(&mut short).is_err());
     }
 
-    /// A memfd of `len` bytes holding `body` at its start, mapped as the worker maps it.
-    fn shared_memory(body: &[u8], len: usize) -> memmap2::Mmap {
+    /// A memfd laid out as the gateway makes it, holding `body` at its start, mapped as the
+    /// worker maps it.
+    fn shared_memory(body: &[u8]) -> Arc<Region> {
         // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
         let file = unsafe {
             let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
             assert!(fd >= 0);
             std::fs::File::from_raw_fd(fd)
         };
-        file.set_len(len as u64).unwrap();
+        file.set_len(sluice_proto::shared::SHARED_BYTES as u64)
+            .unwrap();
         (&file).write_all(body).unwrap();
-        // SAFETY: nothing else maps or writes this memfd.
-        unsafe { memmap2::Mmap::map(&file).unwrap() }
+        Arc::new(Region::map(&file).unwrap())
     }
 
     /// A head announcing `announced` bytes and a shared-body frame saying `shared` bytes, then a
     /// second head; the reader maps `memory`.
-    fn send_shared(announced: usize, shared: usize, memory: memmap2::Mmap) -> FrameReader {
+    fn send_shared(announced: usize, shared: usize, memory: Arc<Region>) -> FrameReader {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut wire = BytesMut::new();
         post_head(&mut wire, announced, b"x");
-        sluice_proto::encode_shared_body(&mut wire, shared);
+        // By hand: the encoder refuses a length over the area, which is one of the cases.
+        wire.put_slice(&frame_header(Kind::RequestBodyShared, 4));
+        wire.put_u32(shared as u32);
         post_head(&mut wire, announced, b"y");
         // One byte at a time: the shared frame's header and length arrive split.
         std::thread::spawn(move || {
@@ -387,7 +410,7 @@ mod tests {
     #[test]
     fn a_body_in_shared_memory_is_copied_from_there() {
         let want = body(300_000);
-        let mut reader = send_shared(want.len(), want.len(), shared_memory(&want, 1 << 20));
+        let mut reader = send_shared(want.len(), want.len(), shared_memory(&want));
         let Some(Frame::RequestHead(head)) = reader.read_frame().unwrap() else {
             panic!("no head");
         };
@@ -402,9 +425,9 @@ mod tests {
 
     #[test]
     fn a_shared_body_longer_than_announced_or_than_the_memory_is_refused() {
-        let memory = || shared_memory(&body(5000), 8192);
-        for (announced, shared) in [(1000, 1001), (10_000, 10_000)] {
-            let mut reader = send_shared(announced, shared, memory());
+        let over = sluice_proto::shared::SHARED_BODY_BYTES + 1;
+        for (announced, shared) in [(1000, 1001), (2 * over, over)] {
+            let mut reader = send_shared(announced, shared, shared_memory(&body(5000)));
             let Some(Frame::RequestHead(_)) = reader.read_frame().unwrap() else {
                 panic!("no head");
             };
@@ -413,11 +436,66 @@ mod tests {
             assert!(err.to_string().contains("does not fit"), "{err}");
         }
         // A connection without shared memory has room for nothing there.
-        let mut reader = send_shared(10, 10, memory());
+        let mut reader = send_shared(10, 10, shared_memory(&body(10)));
         reader.shared = None;
         let Some(Frame::RequestHead(_)) = reader.read_frame().unwrap() else {
             panic!("no head");
         };
         assert!(reader.read_body_into(&mut [0u8; 10]).is_err());
+    }
+
+    #[test]
+    fn large_chunks_go_to_free_slots_and_the_rest_through_the_socket() {
+        use sluice_proto::shared::SLOTS;
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let region = shared_memory(b"");
+        let mut writer = FrameWriter::new(ours, Some(region.clone()));
+        let small = body(100);
+        let large: Vec<Vec<u8>> = (0..SLOTS + 1).map(|i| vec![i as u8 + 1; 20_000]).collect();
+        writer.body(&small).unwrap();
+        for chunk in &large {
+            writer.body(chunk).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let mut reader = FrameReader::new(theirs);
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.read_frame().unwrap() {
+            frames.push(frame);
+        }
+        assert_eq!(frames[0], Frame::ResponseBody(small.into()));
+        for (slot, chunk) in large.iter().enumerate().take(SLOTS) {
+            assert_eq!(
+                frames[slot + 1],
+                Frame::ResponseBodyShared {
+                    slot: slot as u32,
+                    len: chunk.len() as u32
+                }
+            );
+            assert!(region.slot(slot, chunk.len()) == &chunk[..], "slot {slot}");
+            assert!(region.taken(slot), "slot {slot}");
+        }
+        // Every slot taken: the last chunk went through the socket.
+        assert_eq!(
+            frames[SLOTS + 1],
+            Frame::ResponseBody(large[SLOTS].clone().into())
+        );
+        assert_eq!(frames.len(), SLOTS + 2);
+
+        // Once the gateway gives a slot back, the next large chunk goes there.
+        region.release(2);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut writer = FrameWriter::new(ours, Some(region.clone()));
+        writer.body(&[9; 30_000]).unwrap();
+        writer.flush().unwrap();
+        let frame = FrameReader::new(theirs).read_frame().unwrap();
+        assert_eq!(
+            frame,
+            Some(Frame::ResponseBodyShared {
+                slot: 2,
+                len: 30_000
+            })
+        );
+        assert!(region.slot(2, 30_000) == &[9; 30_000][..]);
     }
 }

@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`serve`]: process life (load, bind, ready, thread pool, stop) and the per-thread loop.
 //! - [`conn`]: blocking framed reads and writes over a Unix socket.
+//! - [`shared`]: the memory a connection shares with the gateway (request bodies, response
+//!   chunks).
 //! - [`wsgi`]: the Python layer of a request: `start_response`, `write`, the file wrapper and
 //!   streaming the result; [`environ`] builds the environ; [`app`] loads the callable and
 //!   formats tracebacks.
@@ -16,6 +18,7 @@ mod app;
 mod conn;
 mod environ;
 mod serve;
+mod shared;
 mod wsgi;
 
 use pyo3::prelude::*;

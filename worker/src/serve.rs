@@ -25,6 +25,7 @@ use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, VERSION};
 
 use crate::app::{load_callable, App};
 use crate::conn::{FrameReader, FrameWriter};
+use crate::shared::Region;
 use crate::wsgi::{self, Exchange, FileWrapper};
 
 /// The control channel's descriptor number in the worker (the gateway `dup2`s it there).
@@ -223,8 +224,10 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
         let Ok(write_half) = stream.try_clone() else {
             continue;
         };
+        let shared = shared.map(Arc::new);
+        let exchange = Exchange::new(FrameWriter::new(write_half, shared.clone()));
+        let exchange = Arc::new(Mutex::new(exchange));
         let mut reader = FrameReader::new(stream).with_shared(shared);
-        let exchange = Arc::new(Mutex::new(Exchange::new(FrameWriter::new(write_half))));
         loop {
             let head = py.detach(|| read_head(&mut reader));
             let Ok(Some(head)) = head else {
@@ -247,7 +250,7 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
 /// Reads the gateway's preface from a new connection and maps the memory that came with it
 /// (a memfd, SCM_RIGHTS on its first byte), where the gateway puts request bodies; `None` if
 /// none came.
-fn receive_preface(stream: &UnixStream) -> io::Result<Option<memmap2::Mmap>> {
+fn receive_preface(stream: &UnixStream) -> io::Result<Option<Region>> {
     let mut preface = [0u8; PREFACE.len()];
     // Room for a few descriptors' control message, aligned for cmsghdr.
     let mut control = [0u64; 8];
@@ -302,10 +305,7 @@ fn receive_preface(stream: &UnixStream) -> io::Result<Option<memmap2::Mmap>> {
     let Some(region) = region else {
         return Ok(None);
     };
-    // SAFETY: the gateway writes a body there only between requests on this connection, before
-    // sending the request; this thread reads it only after that request's frame arrived and
-    // before it answers (see the gateway's `pool::connect`).
-    unsafe { memmap2::Mmap::map(&region) }.map(Some)
+    Region::map(&region).map(Some)
 }
 
 /// The kernel buffer a response is written into. At the default (~208 KiB) a 1 MiB response
