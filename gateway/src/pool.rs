@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use sluice_proto::PREFACE;
+use sluice_proto::{PREFACE, PREFACE_UNSHARED};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
@@ -271,7 +271,10 @@ async fn connect(socket: &std::path::Path) -> std::io::Result<(UnixStream, Optio
     let (region, shared) = match Region::create() {
         Ok((file, region)) => (Some(file), Some(region)),
         Err(err) => {
-            tracing::debug!("request bodies go through the socket: no shared memory: {err}");
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("cannot make memory to share with workers ({err}); large bodies go through their sockets");
+            });
             (None, None)
         }
     };
@@ -279,12 +282,14 @@ async fn connect(socket: &std::path::Path) -> std::io::Result<(UnixStream, Optio
     drop(region);
     let mut echo = [0u8; PREFACE.len()];
     stream.read_exact(&mut echo).await?;
-    if &echo != PREFACE {
-        return Err(std::io::Error::other(
+    match &echo {
+        echo if echo == PREFACE => Ok((stream, shared)),
+        // The worker could not map it.
+        echo if echo == PREFACE_UNSHARED => Ok((stream, None)),
+        _ => Err(std::io::Error::other(
             "worker answered with a different protocol version",
-        ));
+        )),
     }
-    Ok((stream, shared))
 }
 
 /// Writes all of `data`, with `fd` (if any) attached (SCM_RIGHTS) to its first byte.
@@ -294,39 +299,7 @@ async fn send_with_fd(stream: &UnixStream, data: &[u8], fd: Option<RawFd>) -> st
         stream.writable().await?;
         let attach = fd.filter(|_| sent == 0);
         let result = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            let rest = &data[sent..];
-            let mut iov = libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
-            };
-            // Room for one descriptor's control message, aligned for cmsghdr.
-            let mut control = [0u64; 4];
-            // SAFETY: a zeroed msghdr is a valid empty one; the fields set below point at
-            // `iov` and `control`, which outlive the sendmsg(2) call. The control message is
-            // written through the CMSG_* macros within CMSG_SPACE of one descriptor, which fits
-            // in `control` (checked).
-            let n = unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = &mut iov;
-                msg.msg_iovlen = 1;
-                if let Some(fd) = attach {
-                    let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-                    assert!(space <= std::mem::size_of_val(&control));
-                    msg.msg_control = control.as_mut_ptr().cast();
-                    msg.msg_controllen = space as _;
-                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                    (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-                }
-                libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            sluice_proto::fdpass::send_with_fd(stream.as_raw_fd(), &data[sent..], attach)
         });
         match result {
             Ok(n) => sent += n,
@@ -351,4 +324,45 @@ pub(crate) fn build(workers: Arc<Workers>, size: usize) -> Pool {
 /// finish and the worker can exit, rather than when the pool next happens to reuse them.
 pub(crate) fn prune(pool: &Pool) {
     drop(pool.retain(|conn, _| !conn.broken && conn.worker.is_alive()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A stand-in for a worker thread at `socket`: reads the preface (a plain read, which drops
+    /// the memfd that came with it) and answers `echo`.
+    fn worker_answering(echo: &'static [u8; 8]) -> (PathBuf, std::thread::JoinHandle<()>) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let socket = std::env::temp_dir().join(format!(
+            "sluice-pool-test-{}-{}.sock",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut preface = [0u8; 8];
+            conn.read_exact(&mut preface).unwrap();
+            assert_eq!(&preface, PREFACE);
+            conn.write_all(echo).unwrap();
+        });
+        (socket, thread)
+    }
+
+    #[tokio::test]
+    async fn the_echo_says_whether_the_worker_shares_memory() {
+        for (echo, shared) in [(PREFACE, true), (PREFACE_UNSHARED, false)] {
+            let (socket, worker) = worker_answering(echo);
+            let (_stream, region) = connect(&socket).await.unwrap();
+            assert_eq!(region.is_some(), shared, "echo {echo:?}");
+            worker.join().unwrap();
+            std::fs::remove_file(socket).unwrap();
+        }
+        let (socket, worker) = worker_answering(b"SLUICE\x00\x01");
+        assert!(connect(&socket).await.is_err());
+        worker.join().unwrap();
+        std::fs::remove_file(socket).unwrap();
+    }
 }

@@ -6,6 +6,9 @@ use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
 
 /// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
 pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x04";
+/// The worker's echo of [`PREFACE`] when it could not map the shared memory that came with it
+/// (or none came): the gateway then sends every body in frames on that connection.
+pub const PREFACE_UNSHARED: &[u8; 8] = b"SLUICE\x01\x04";
 /// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
 /// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
 /// builds refuse each other at start-up instead of misreading each other's bytes.
@@ -268,6 +271,7 @@ mod tests {
     fn the_preface_carries_the_version() {
         assert_eq!(PREFACE[..7], *b"SLUICE\x00");
         assert_eq!(PREFACE[7], VERSION);
+        assert_eq!(PREFACE_UNSHARED[7], VERSION);
     }
 
     fn decode_all(mut buf: BytesMut) -> Vec<Frame> {

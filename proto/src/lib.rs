@@ -8,6 +8,7 @@
 //! Nothing here does I/O: callers own their buffers and sockets (the gateway with tokio, the
 //! worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
 
+pub mod fdpass;
 mod frame;
 mod head;
 pub mod shared;
@@ -16,6 +17,6 @@ pub use frame::{
     declared_len, decode, encode_control, encode_end, encode_error, encode_request_head,
     encode_response_head, encode_shared_body, encode_shared_chunk, encode_stop, frame_header,
     AppErrorKind, Frame, Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
-    PREFACE, VERSION,
+    PREFACE, PREFACE_UNSHARED, VERSION,
 };
 pub use head::{HttpVersion, RequestHead, RequestMeta, ResponseHead, Scheme};

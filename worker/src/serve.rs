@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyModule};
 use serde::Deserialize;
-use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, VERSION};
+use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, PREFACE_UNSHARED, VERSION};
 
 use crate::app::{load_callable, App};
 use crate::conn::{FrameReader, FrameWriter};
@@ -215,7 +215,13 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
         // still in the backlog of a dying worker would look established (see PROTOCOL.md).
         let shared = py.detach(|| {
             let shared = receive_preface(&stream)?;
-            (&stream).write_all(PREFACE)?;
+            // The other echo tells the gateway to keep everything in frames.
+            let echo = if shared.is_some() {
+                PREFACE
+            } else {
+                PREFACE_UNSHARED
+            };
+            (&stream).write_all(echo)?;
             io::Result::Ok(shared)
         });
         let Ok(shared) = shared else {
@@ -305,7 +311,16 @@ fn receive_preface(stream: &UnixStream) -> io::Result<Option<Region>> {
     let Some(region) = region else {
         return Ok(None);
     };
-    Region::map(&region).map(Some)
+    match Region::map(&region) {
+        Ok(region) => Ok(Some(region)),
+        Err(err) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!("sluice: cannot map the memory shared with the gateway ({err}); large bodies go through the socket");
+            });
+            Ok(None)
+        }
+    }
 }
 
 /// The kernel buffer a response is written into. At the default (~208 KiB) a 1 MiB response
@@ -362,4 +377,46 @@ fn read_body<'py>(
 
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<FileWrapper>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::shared::SHARED_BYTES;
+
+    fn memfd(len: usize) -> std::fs::File {
+        // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
+        let file = unsafe {
+            let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        };
+        file.set_len(len as u64).unwrap();
+        file
+    }
+
+    /// What the gateway sends: the preface, with `fd` attached to its first byte.
+    fn send_preface(stream: &UnixStream, preface: &[u8], fd: Option<&std::fs::File>) {
+        let fd = fd.map(AsRawFd::as_raw_fd);
+        let sent = sluice_proto::fdpass::send_with_fd(stream.as_raw_fd(), preface, fd).unwrap();
+        assert_eq!(sent, preface.len());
+    }
+
+    #[test]
+    fn the_preface_brings_the_shared_memory_when_it_can_be_mapped() {
+        for (fd, mapped) in [
+            (Some(memfd(SHARED_BYTES)), true),
+            // Smaller than the layout: a gateway of another build, or a broken one.
+            (Some(memfd(4096)), false),
+            (None, false),
+        ] {
+            let (gateway, worker) = UnixStream::pair().unwrap();
+            send_preface(&gateway, PREFACE, fd.as_ref());
+            let region = receive_preface(&worker).unwrap();
+            assert_eq!(region.is_some(), mapped);
+        }
+        let (gateway, worker) = UnixStream::pair().unwrap();
+        send_preface(&gateway, b"SLUICE\x00\x01", Some(&memfd(SHARED_BYTES)));
+        assert!(receive_preface(&worker).is_err());
+    }
 }
