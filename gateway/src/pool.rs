@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use sluice_proto::pass_fd::{self, PassFd};
 use sluice_proto::{PREFACE, PREFACE_UNSHARED};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
@@ -299,7 +300,7 @@ async fn send_with_fd(stream: &UnixStream, data: &[u8], fd: Option<RawFd>) -> st
         stream.writable().await?;
         let attach = fd.filter(|_| sent == 0);
         let result = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            sluice_proto::fdpass::send_with_fd(stream.as_raw_fd(), &data[sent..], attach)
+            sendmsg_with_fd(stream.as_raw_fd(), &data[sent..], attach)
         });
         match result {
             Ok(n) => sent += n,
@@ -308,6 +309,23 @@ async fn send_with_fd(stream: &UnixStream, data: &[u8], fd: Option<RawFd>) -> st
         }
     }
     Ok(())
+}
+
+/// One sendmsg(2) of `data` on `socket`, with `fd` (if any) attached to its first byte. Returns
+/// the bytes sent; a short send has delivered the descriptor all the same.
+fn sendmsg_with_fd(socket: RawFd, data: &[u8], fd: Option<RawFd>) -> std::io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut pass = fd.map(PassFd::new);
+    let msg = pass_fd::msghdr(&mut iov, pass.as_mut());
+    // SAFETY: `msg` points at `iov` and `pass`, which outlive the call.
+    let sent = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 pub(crate) type Pool = managed::Pool<Manager>;

@@ -8,9 +8,9 @@
 //! Nothing here does I/O: callers own their buffers and sockets (the gateway with tokio, the
 //! worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
 
-pub mod fdpass;
 mod frame;
 mod head;
+pub mod pass_fd;
 pub mod shared;
 
 pub use frame::{

@@ -397,9 +397,15 @@ mod tests {
 
     /// What the gateway sends: the preface, with `fd` attached to its first byte.
     fn send_preface(stream: &UnixStream, preface: &[u8], fd: Option<&std::fs::File>) {
-        let fd = fd.map(AsRawFd::as_raw_fd);
-        let sent = sluice_proto::fdpass::send_with_fd(stream.as_raw_fd(), preface, fd).unwrap();
-        assert_eq!(sent, preface.len());
+        let mut pass = fd.map(|fd| sluice_proto::pass_fd::PassFd::new(fd.as_raw_fd()));
+        let mut iov = libc::iovec {
+            iov_base: preface.as_ptr() as *mut libc::c_void,
+            iov_len: preface.len(),
+        };
+        let msg = sluice_proto::pass_fd::msghdr(&mut iov, pass.as_mut());
+        // SAFETY: `msg` points at `iov` and `pass`, live for the call.
+        let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, 0) };
+        assert_eq!(sent, preface.len() as isize);
     }
 
     #[test]
