@@ -459,8 +459,9 @@ fn respond(
                 *response.body_mut() = match early.len() {
                     0 => Body::empty(),
                     1 => Body::from(early.pop().expect("one chunk")),
-                    // Large chunks often (slots never to be copied), so no copy into one.
-                    _ => Body::new(WholeBody::new(early)),
+                    // As they are: chunks may be large, and those in shared slots are never
+                    // copied.
+                    _ => Body::new(WholeBody(early.into())),
                 };
                 release(conn);
                 context.timing.set_python(sent_at.elapsed());
@@ -604,19 +605,7 @@ fn body_channel(bound: u64) -> (BodySender, ChannelBody) {
 
 /// A response body that is all here, in chunks: hyper writes them in one vectored write where
 /// they fit, and knows the length (Content-Length) as it does for a single chunk.
-struct WholeBody {
-    chunks: std::collections::VecDeque<Bytes>,
-    left: u64,
-}
-
-impl WholeBody {
-    fn new(chunks: Vec<Bytes>) -> WholeBody {
-        WholeBody {
-            left: chunks.iter().map(|chunk| chunk.len() as u64).sum(),
-            chunks: chunks.into(),
-        }
-    }
-}
+struct WholeBody(std::collections::VecDeque<Bytes>);
 
 impl http_body::Body for WholeBody {
     type Data = Bytes;
@@ -626,19 +615,15 @@ impl http_body::Body for WholeBody {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
-        let chunk = self.chunks.pop_front();
-        if let Some(chunk) = &chunk {
-            self.left -= chunk.len() as u64;
-        }
-        Poll::Ready(chunk.map(|chunk| Ok(BodyFrame::data(chunk))))
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(BodyFrame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.0.is_empty()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.left)
+        http_body::SizeHint::with_exact(self.0.iter().map(|chunk| chunk.len() as u64).sum())
     }
 }
 

@@ -10,12 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-
-use crate::shared::Region;
 use sluice_proto::{
     declared_len, decode, encode_shared_chunk, frame_header, Frame, Kind, FRAME_HEADER_BYTES,
     MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
 };
+
+use crate::shared::Region;
 
 /// How much one `read` asks the kernel for while the next frame's length is not known yet:
 /// a usual request head in one read, while most of a large request body stays in the kernel
