@@ -423,6 +423,10 @@ class Run:
     warmup: WrkResult | None = None
     rss_kib: int = 0
     server_cpu_percent: float = 0.0  # of one core, during the measured run
+    # CPU time per answered request during the measured run, in µs: all of the server's
+    # processes, and of that the first process alone (sluice's gateway; the others' masters).
+    cpu_us_per_request: float = 0.0
+    root_cpu_us_per_request: float = 0.0
     other_cpu_percent: float = 0.0  # of one core: the rest of the machine, neither server nor wrk
     failure: str | None = None
     problems: list[str] = field(default_factory=list)
@@ -441,15 +445,21 @@ def run_one(server: str, scenario: Scenario, rnd: int, args: argparse.Namespace)
         if args.warmup:
             run.warmup = run_wrk(scenario, port, args.warmup, args.wrk_threads)
         sampler = RssSampler(srv.proc.pid)
+        root = {srv.proc.pid}
         busy0, server0, t0 = busy_cpu_seconds(), cpu_seconds(descendants(srv.proc.pid)), time.monotonic()
+        root0 = cpu_seconds(root)
         sampler.start()
         run.result = run_wrk(scenario, port, args.duration, args.wrk_threads)
         sampler.halt.set()
         busy1, server1, t1 = busy_cpu_seconds(), cpu_seconds(descendants(srv.proc.pid)), time.monotonic()
+        root1 = cpu_seconds(root)
         sampler.join()
         run.rss_kib = sampler.max_kib
         wall = t1 - t0
         run.server_cpu_percent = 100 * (server1 - server0) / wall
+        if run.result.requests:
+            run.cpu_us_per_request = 1e6 * (server1 - server0) / run.result.requests
+            run.root_cpu_us_per_request = 1e6 * (root1 - root0) / run.result.requests
         other = (busy1 - busy0) - (server1 - server0) - run.result.wrk_cpu_seconds
         run.other_cpu_percent = max(0.0, 100 * other / wall)
         if srv.proc.poll() is not None:
@@ -486,9 +496,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def cpu_cell(server: str, runs: list[Run]) -> str:
+    """Median CPU µs per request; for sluice also its split, e.g. `112 (gw 31)`."""
+    if not runs:
+        return "-"
+    total = median([r.cpu_us_per_request for r in runs])
+    if server != "sluice":
+        return f"{total:.0f}"
+    return f"{total:.0f} (gw {median([r.root_cpu_us_per_request for r in runs]):.0f})"
+
+
 def print_table(results: dict, scenarios: list[Scenario], servers: list[str]) -> None:
     header = ["scenario", "server", "req/s", "rounds req/s", "p50 ms", "p99 ms", "RSS MiB",
-              "non-2xx", "sock err", "sluice/x"]  # fmt: skip
+              "CPU µs/req", "non-2xx", "sock err", "sluice/x"]  # fmt: skip
     rows = []
     for sc in scenarios:
         medians = {}
@@ -519,12 +539,13 @@ def print_table(results: dict, scenarios: list[Scenario], servers: list[str]) ->
                 fmt_ms(median([r.p50_us for r in ok])) if ok else "-",
                 fmt_ms(median([r.p99_us for r in ok])) if ok else "-",
                 f"{median([r.rss_kib for r in runs if r.result]) / 1024:.0f}" if ok else "-",
+                cpu_cell(server, [r for r in runs if r.result]),
                 str(non2xx), str(sock) + (f" +{failed} failed" if failed else ""),
                 ratio,
             ])  # fmt: skip
             first = False
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    right = {2, 3, 4, 5, 6, 7, 8, 9}
+    right = {2, 3, 4, 5, 6, 7, 8, 9, 10}
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -621,7 +642,8 @@ def main() -> int:
                     r = run.result
                     status = (
                         f"{r.rps:9.0f} req/s  p50 {fmt_ms(r.p50_us)} ms  p99 {fmt_ms(r.p99_us)} ms  "
-                        f"RSS {run.rss_kib / 1024:.0f} MiB  errors {describe_errors(run)}  CPU% server "
+                        f"RSS {run.rss_kib / 1024:.0f} MiB  CPU {run.cpu_us_per_request:.0f} µs/req  "
+                        f"errors {describe_errors(run)}  CPU% server "
                         f"{run.server_cpu_percent:.0f} wrk {100 * r.wrk_cpu_seconds / args.duration:.0f} "
                         f"other {run.other_cpu_percent:.0f}"
                     )
@@ -639,7 +661,9 @@ def main() -> int:
     print(
         f"\nreq/s, p50, p99: medians over the rounds (rounds req/s: each round in order); "
         f"RSS: the server's processes summed, max of 1 s samples during each measured run, median "
-        f"over rounds; non-2xx (status >= 400) and sock err (connect/read/write/timeout): totals over "
+        f"over rounds; CPU µs/req: CPU time of the server's processes per answered request during "
+        f"the measured run, median over rounds (gw: sluice's gateway process alone, the rest is its "
+        f"workers); non-2xx (status >= 400) and sock err (connect/read/write/timeout): totals over "
         f"all warm-ups and measured runs; sluice/x: sluice's median req/s over this row's.\n"
         f"took {elapsed / 60:.1f} min"
     )
@@ -647,6 +671,8 @@ def main() -> int:
         f"{sc}/{server}": [
             {"result": r.result and r.result.__dict__, "warmup": r.warmup and r.warmup.__dict__,
              "rss_kib": r.rss_kib, "server_cpu_percent": r.server_cpu_percent,
+             "cpu_us_per_request": r.cpu_us_per_request,
+             "root_cpu_us_per_request": r.root_cpu_us_per_request,
              "other_cpu_percent": r.other_cpu_percent, "failure": r.failure, "problems": r.problems}
             for r in runs
         ]
