@@ -332,20 +332,17 @@ async fn write_request<'h>(
     buf.clear();
     encode_request_head(&mut buf, meta, headers);
     let body_len = meta.body_len as usize;
-    if let Some(shared) = conn
-        .shared
-        .as_ref()
-        .filter(|_| body_len > COALESCE_BYTES && body_len <= SHARED_BODY_BYTES)
-    {
-        // Through the memory this connection shares with its worker (see `shared`).
-        let len = shared.put_request_body(chunks);
-        encode_shared_body(&mut buf, len);
-        let result = conn.stream.write_all(&buf).await;
-        buf.clear();
-        conn.write_buf = buf;
-        return result;
-    }
     let result = async {
+        if let Some(shared) = conn
+            .shared
+            .as_ref()
+            .filter(|_| body_len > COALESCE_BYTES && body_len <= SHARED_BODY_BYTES)
+        {
+            // Through the memory this connection shares with its worker (see `shared`).
+            let len = shared.put_request_body(chunks);
+            encode_shared_body(&mut buf, len);
+            return conn.stream.write_all(&buf).await;
+        }
         for chunk in chunks {
             for piece in chunk.chunks(MAX_CHUNK_BYTES) {
                 buf.put_slice(&frame_header(Kind::RequestBody, piece.len()));
