@@ -174,6 +174,11 @@ class ClosingBody:
             yield b"chunk-1\n"
             yield b"chunk-2\n"
             yield b"chunk-3\n"
+        elif self.mode == "length":
+            # Declared Content-Length: 8 (see ep_close), all of it in the first chunk.
+            yield b"chunk-1\n"
+            touch(state_path(f"resumed-{self.token}"))
+            yield b"chunk-2\n"
         elif self.mode == "error":
             yield b"chunk-1\n"
             raise RuntimeError(f"close-error-{self.token}")
@@ -193,8 +198,12 @@ class ClosingBody:
 
 def ep_close(environ, start_response):
     q = query(environ)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return ClosingBody(q["token"], q.get("mode", "ok"))
+    mode = q.get("mode", "ok")
+    headers = [("Content-Type", "text/plain")]
+    if mode == "length":
+        headers.append(("Content-Length", "8"))
+    start_response("200 OK", headers)
+    return ClosingBody(q["token"], mode)
 
 
 def ep_stream(environ, start_response):

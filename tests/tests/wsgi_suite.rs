@@ -53,6 +53,7 @@ for_both_apps!(
     close_is_called_on_success,
     close_is_called_on_error,
     close_is_called_on_disconnect,
+    iteration_stops_at_the_content_length,
     stream_first_chunk_arrives_before_last_is_produced,
     head_has_no_body_and_connection_survives,
     repeated_headers,
@@ -433,6 +434,18 @@ fn close_is_called_on_disconnect(sluice: &SluiceHandle) {
     // The generator would tick for 60 s; the marker within the deadline means the server
     // noticed the disconnect and closed the iterable.
     wait_for_file(sluice, "closed-gone");
+}
+
+/// PEP 3333: the server "should stop iterating over the response when enough data has been
+/// sent". The iterable declares 8 bytes and yields them first: it is closed, never resumed.
+fn iteration_stops_at_the_content_length(sluice: &SluiceHandle) {
+    let resp = get(sluice.addr(), "/close?token=len&mode=length");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text(), "chunk-1\n");
+    assert_eq!(resp.end, BodyEnd::Complete);
+    wait_for_file(sluice, "closed-len");
+    // close() runs after iteration stops, so a resumed generator would have left its marker.
+    assert!(!sluice.state_file("resumed-len").exists());
 }
 
 fn stream_first_chunk_arrives_before_last_is_produced(sluice: &SluiceHandle) {

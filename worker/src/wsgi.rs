@@ -68,6 +68,18 @@ enum Sent {
     Truncated,
 }
 
+/// When the bytes of one `send` leave the write buffer for the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// At once: the app may take its time before it sends more (`write()`).
+    Now,
+    /// At once unless they complete the declared Content-Length: then the caller stops and
+    /// `finish` sends them with the end, head, body and end in one write.
+    WhileIncomplete,
+    /// With the next flush: more is coming without a wait (a list, a file being read).
+    Later,
+}
+
 /// How a response ended, for the one place that logs it.
 #[derive(Debug, PartialEq, Eq)]
 enum Finished {
@@ -132,7 +144,7 @@ impl Exchange {
         Ok(())
     }
 
-    fn send(&mut self, generation: u64, data: &[u8], flush: bool) -> Result<Sent, SendError> {
+    fn send(&mut self, generation: u64, data: &[u8], flush: Flush) -> Result<Sent, SendError> {
         self.check(generation)?;
         self.send_head()?;
         let mut sent = Sent::More;
@@ -153,7 +165,7 @@ impl Exchange {
             self.io(result)?;
         }
         self.sent += data.len() as u64;
-        if flush {
+        if flush == Flush::Now || (flush == Flush::WhileIncomplete && sent == Sent::More) {
             let result = self.out.flush();
             self.io(result)?;
         }
@@ -364,7 +376,7 @@ impl Write {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        send_chunk(py, &self.exchange, self.generation, data, true)
+        send_chunk(py, &self.exchange, self.generation, data, Flush::Now)
             .map(|_| ())
             .map_err(send_error_to_py)
     }
@@ -415,7 +427,7 @@ fn send_chunk(
     exchange: &Mutex<Exchange>,
     generation: u64,
     chunk: &Bound<'_, PyBytes>,
-    flush: bool,
+    flush: Flush,
 ) -> Result<Sent, SendError> {
     // Bytes objects are immutable and `chunk` keeps this one alive, so its buffer may be read
     // with the interpreter detached (pyo3 documents the same for `Py<PyBytes>::as_bytes`).
@@ -484,9 +496,15 @@ fn stream_result(
         }
     }
     // A list or tuple is complete already: send it in one write. Anything else may be a
-    // generator producing chunks over time, and each one goes out as soon as it exists.
-    let flush_each =
-        !(result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>());
+    // generator producing chunks over time, and each one goes out as soon as it exists, but
+    // for the one that completes the Content-Length: iteration stops there (below), so it
+    // goes out with the end.
+    let flush =
+        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            Flush::Later
+        } else {
+            Flush::WhileIncomplete
+        };
     let iter = match result.try_iter() {
         Ok(iter) => iter,
         Err(err) => {
@@ -531,9 +549,12 @@ fn stream_result(
         if chunk.as_bytes().is_empty() {
             continue;
         }
-        match send_chunk(py, exchange, generation, &chunk, flush_each) {
-            Ok(Sent::More | Sent::Full) if head_only => break,
-            Ok(Sent::More | Sent::Full) => {}
+        match send_chunk(py, exchange, generation, &chunk, flush) {
+            Ok(Sent::More) if head_only => break,
+            Ok(Sent::More) => {}
+            // PEP 3333: the server "should stop iterating over the response when enough data
+            // has been sent". The app's `close()` still runs, below.
+            Ok(Sent::Full) => break,
             Ok(Sent::Truncated) => {
                 warn(
                     py,
@@ -592,7 +613,7 @@ fn send_file(
                 return Ok(());
             }
             offset += n as i64;
-            match lock(exchange).send(generation, &buf[..n as usize], false) {
+            match lock(exchange).send(generation, &buf[..n as usize], Flush::Later) {
                 Ok(Sent::More) => {}
                 Ok(Sent::Full | Sent::Truncated) => return Ok(()),
                 Err(_) => return Err(None),
