@@ -135,3 +135,28 @@ fn workers_run_batch_scheduled_in_sessions_of_their_own() {
         assert_ne!(session, sluice.pid());
     }
 }
+
+/// The gateway's threads run SCHED_BATCH as well, so an answer from a worker does not preempt
+/// the Python thread that sent it (see `batch_scheduling` in the gateway's main).
+#[test]
+fn the_gateway_runs_batch_scheduled() {
+    const SCHED_BATCH: u32 = 3;
+    let sluice = Sluice::serve("suite:app").workers(1).threads(2).start();
+    assert_eq!(get(sluice.addr(), "/pid").status(), 200);
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", sluice.pid()))
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        .collect();
+    assert!(tasks.len() > 1, "the gateway has its runtime threads");
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        // Field 41 of stat(5), the policy; fields here start at the third, the state.
+        let policy: u32 = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(policy, SCHED_BATCH, "{}: {stat}", task.display());
+    }
+}
