@@ -268,9 +268,9 @@ fn main() -> ExitCode {
 /// workers run SCHED_BATCH too (`supervisor::spawn_process`), for the other direction. Only who
 /// runs first on a wake-up changes, not the CPU share, and an idle CPU still takes a woken thread
 /// at once: it matters only when the cores are all busy. Measured on 2 CPUs with the bench's
-/// 64 connections: Flask 24.5k -> 27.4k req/s, Django 19.7k -> 23.7k (gateway 19 -> 15 CPU µs
-/// per request, half the sleeps); hello and upload unchanged. Best effort: a sandbox that
-/// forbids it leaves the default policy.
+/// 64 connections (medians of 3 alternating runs): Django 20.6k -> 23.3k req/s, Flask 23.9k ->
+/// 24.7k, the gateway 19 -> 15 CPU µs per request with half the sleeps; hello and upload
+/// unchanged. Best effort: a sandbox that forbids it leaves the default policy.
 fn batch_scheduling() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler(2) on this thread (pid 0) with a valid sched_param.

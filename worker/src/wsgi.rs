@@ -73,8 +73,8 @@ enum Sent {
 enum Flush {
     /// At once: the app may take its time before it sends more (`write()`).
     Now,
-    /// At once unless they complete the declared Content-Length: then the caller stops and
-    /// `finish` sends them with the end, head, body and end in one write.
+    /// At once, unless they complete the declared Content-Length: then the caller stops
+    /// iterating and `finish` writes them together with the end frame.
     WhileIncomplete,
     /// With the next flush: more is coming without a wait (a list, a file being read).
     Later,
