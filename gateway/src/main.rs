@@ -261,11 +261,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Puts this thread, and so every thread the gateway starts after it (threads inherit the
-/// policy), under SCHED_BATCH: a gateway thread woken by a worker's answer no longer preempts
-/// the Python thread that sent it, which is about to block by itself (on its next request or
-/// the GIL); the gateway runs then and finds several answers waiting instead of one. The
-/// workers run SCHED_BATCH too (`supervisor::spawn_process`), for the other direction. Only who
+/// Puts this thread, and so every thread and worker process the gateway starts after it (both
+/// inherit the policy), under SCHED_BATCH. A gateway thread woken by a worker's answer no longer
+/// preempts the Python thread that sent it, which is about to block by itself (on its next
+/// request or the GIL); the gateway runs then and finds several answers waiting instead of one.
+/// The other way round, a worker thread woken by a request no longer preempts the gateway in the
+/// middle of a burst of requests; before, the two took turns one request at a time. Only who
 /// runs first on a wake-up changes, not the CPU share, and an idle CPU still takes a woken thread
 /// at once: it matters only when the cores are all busy. Measured on 2 CPUs with the bench's
 /// 64 connections (medians of 3 alternating runs): Django 20.6k -> 23.3k req/s, Flask 23.9k ->

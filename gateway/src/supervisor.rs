@@ -516,8 +516,8 @@ fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartErr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, dup2, fcntl,
-    // sched_setscheduler) are made.
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, dup2, fcntl) are
+    // made.
     unsafe {
         command.pre_exec(move || {
             // Its own session, and so its own process group: a Ctrl-C at the terminal reaches
@@ -530,13 +530,7 @@ fn spawn_process(ctx: &SlotContext, generation: u64) -> Result<Process, StartErr
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // SCHED_BATCH: a worker thread woken by a request does not preempt the thread that
-            // woke it. That thread is usually the gateway, in the middle of a burst of
-            // requests; preempting it after every hand-off made the worker and the gateway take
-            // turns one request at a time. It only changes who runs first on a wake-up, not
-            // the CPU share. Best effort: a sandbox that forbids it leaves the default policy.
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+            // The worker inherits SCHED_BATCH from the gateway (see `batch_scheduling` in main).
             // The control socket becomes fd 3 in the worker; dup2 clears close-on-exec, and when
             // it already is fd 3 the flag is cleared by hand.
             if fd == 3 {

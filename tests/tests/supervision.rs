@@ -110,9 +110,9 @@ fn app_that_fails_to_import_stops_sluice_with_the_traceback() {
 }
 
 /// Workers run SCHED_BATCH, so a request handed to a worker does not preempt the gateway that
-/// handed it over, and each leads a session of its own, so it has its own scheduling autogroup
-/// rather than the gateway's (see `supervisor::spawn_process`). The request threads inherit the
-/// policy from the process.
+/// handed it over (they inherit it from the gateway, see `batch_scheduling` in its main), and
+/// each leads a session of its own, so it has its own scheduling autogroup rather than the
+/// gateway's (see `supervisor::spawn_process`). The request threads inherit the policy too.
 #[test]
 fn workers_run_batch_scheduled_in_sessions_of_their_own() {
     let sluice = Sluice::serve("suite:app").workers(2).threads(4).start();
