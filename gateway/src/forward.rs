@@ -102,7 +102,8 @@ fn retire(mut conn: Conn) {
 
 /// Hands a connection whose exchange is complete back to the pool, unless its worker has left
 /// rotation (being replaced or stopped): then closing it is what lets that worker finish.
-fn release(conn: Conn) {
+fn release(mut conn: Conn) {
+    conn.broken = false;
     if !conn.worker.is_alive() {
         retire(conn);
     }
@@ -199,6 +200,7 @@ async fn forward_inner(
         }
         Ok(Ok(Some(Frame::ResponseHead(head)))) => head,
         Ok(Ok(Some(Frame::Error(_, message)))) => {
+            release(conn);
             context.timing.set_python(sent_at.elapsed());
             tracing::error!(app = %app.config.name, request_id,
                 "app failed before responding: {} (traceback in the app's log above)", String::from_utf8_lossy(&message));
@@ -328,6 +330,9 @@ async fn write_request<'h>(
     headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
     chunks: &[Bytes],
 ) -> std::io::Result<()> {
+    // Until the answer has been read to its end: a connection dropped before then (its client
+    // left) is closed, never pooled with that answer still to come.
+    conn.broken = true;
     let mut buf = std::mem::take(&mut conn.write_buf);
     buf.clear();
     encode_request_head(&mut buf, meta, headers);

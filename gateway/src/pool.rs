@@ -170,7 +170,8 @@ pub(crate) struct WorkerConn {
     pub(crate) read_buf: BytesMut,
     pub(crate) write_buf: BytesMut,
     pub(crate) worker: Arc<Worker>,
-    /// Out of step with the worker (an error mid-exchange): never reuse.
+    /// Not known to be in step with the worker: set while an exchange is under way (see
+    /// `forward::write_request`) and kept after an error mid-exchange. Never reused while set.
     pub(crate) broken: bool,
     workers: Arc<Workers>,
 }

@@ -274,7 +274,10 @@ def ep_print(environ, start_response):
 
 
 def ep_sleep(environ, start_response):
-    time.sleep(float(query(environ).get("s", "1")))
+    q = query(environ)
+    if "token" in q:
+        touch(state_path(f"sleeping-{q['token']}"))
+    time.sleep(float(q.get("s", "1")))
     return respond(start_response, b"slept")
 
 

@@ -660,6 +660,25 @@ fn wsgi_flags_follow_worker_config() {
     assert_eq!(env["wsgi.run_once"], false);
 }
 
+/// A client that leaves while its request is in Python must take the answer with it. Once, the
+/// worker connection went back to the pool with that answer still to come, and the next request
+/// on it got the previous client's response.
+#[test]
+fn an_answer_never_reaches_the_next_client_when_its_own_left() {
+    let sluice = Sluice::serve("suite:app").workers(1).threads(1).start();
+    let mut gone = Conn::connect(sluice.addr()).unwrap();
+    gone.send(&Request::get("/sleep?s=1&token=left")).unwrap();
+    let marker = sluice.state_file("sleeping-left");
+    wait_for(DEADLINE, "the app to start the request", || {
+        marker.exists().then_some(())
+    });
+    drop(gone);
+    for _ in 0..3 {
+        let resp = send(sluice.addr(), &Request::post("/echo", "mine"));
+        assert_eq!((resp.status(), resp.text().as_str()), (200, "mine"));
+    }
+}
+
 /// The error frame of an app that raises right after its first chunk often arrives in the same
 /// read as the head. It must still end the response at once: once, it was decoded, dropped, and
 /// the response hung until the request timeout.
