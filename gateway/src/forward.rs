@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::{Body as _, Frame as BodyFrame};
@@ -28,8 +28,8 @@ use sluice_proto::{
     decode, encode_request_head, encode_shared_body, frame_header, shared::SHARED_BODY_BYTES,
     Frame, HttpVersion, Kind, RequestMeta, ResponseHead, MAX_CHUNK_BYTES,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::body_bufs;
@@ -38,6 +38,8 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
+use crate::relay::{self, After, Handoff, Relay};
+use crate::shared::Region;
 
 /// Body bytes up to this size are copied into the request frame buffer; larger ones are written
 /// from their own buffers.
@@ -93,20 +95,99 @@ impl AppState {
 
 type Conn = Object<Manager>;
 
-/// Closes a connection that is out of step with its worker instead of pooling it; the worker
-/// sees the close, stops the app's iteration and frees the thread.
-fn retire(mut conn: Conn) {
-    conn.broken = true;
-    drop(Object::take(conn));
+/// A worker connection lent to one request, with the place behind that request where another
+/// may queue (see `relay`). However it ends (released, retired, or dropped with its request's
+/// future when the client leaves), a request queued behind gets the connection.
+pub(crate) struct Lease {
+    conn: Option<Conn>,
+    relay: Option<Arc<Relay>>,
+    /// When its request went out or, queued behind another, when that one was done.
+    since: Instant,
 }
 
-/// Hands a connection whose exchange is complete back to the pool, unless its worker has left
-/// rotation (being replaced or stopped): then closing it is what lets that worker finish.
-fn release(mut conn: Conn) {
-    conn.broken = false;
-    if !conn.worker.is_alive() {
-        retire(conn);
+impl std::ops::Deref for Lease {
+    type Target = WorkerConn;
+
+    fn deref(&self) -> &WorkerConn {
+        self.conn.as_ref().expect("held until the lease ends")
     }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut WorkerConn {
+        self.conn.as_mut().expect("held until the lease ends")
+    }
+}
+
+impl Lease {
+    fn new(conn: Conn) -> Lease {
+        Lease {
+            conn: Some(conn),
+            relay: None,
+            since: Instant::now(),
+        }
+    }
+
+    /// Lets another request queue behind this one, whose own request has gone out whole.
+    fn open_relay(&mut self) {
+        let relays = &self.workers.relays;
+        if let Some(shared) = self.shared.as_ref().filter(|_| relays.allowed()) {
+            self.relay = Some(relays.open(&self.stream, shared, &self.worker));
+        }
+    }
+
+    /// Ends the loan: the connection goes to the request queued behind, if any, with what it
+    /// must do first; else back to the pool if `after` says the exchange ended in step, and
+    /// closed if not (the worker sees the close, stops the app's iteration, frees the thread).
+    fn finish(&mut self, after: After) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        conn.workers.relays.note(self.since.elapsed());
+        if let Some(tx) = self
+            .relay
+            .take()
+            .and_then(|r| conn.workers.relays.close(&r))
+        {
+            conn.broken = true;
+            match tx.send(Handoff { conn, after }) {
+                Ok(()) => return,
+                // The request behind has gone (its client left) and its answer would come
+                // next, unread.
+                Err(back) => conn = back.conn,
+            }
+        } else if after == After::Nothing && conn.worker.is_alive() {
+            conn.broken = false;
+            return;
+        }
+        // Out of step, or its worker has left rotation (being replaced or stopped): closing it
+        // is what lets that worker finish.
+        conn.broken = true;
+        drop(Object::take(conn));
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Dropped mid-exchange with its request's future: the rest of the answer is unread.
+        self.finish(After::Skip);
+    }
+}
+
+/// Ends a loan whose exchange is complete.
+fn release(mut conn: Lease) {
+    conn.finish(After::Nothing);
+}
+
+/// Ends a loan before its answer did, with the stream still in step: closed, unless a request
+/// queued behind takes it over.
+fn retire(mut conn: Lease) {
+    conn.finish(After::Skip);
+}
+
+/// Ends a loan whose stream may be out of step with the worker.
+fn retire_out_of_step(mut conn: Lease) {
+    conn.finish(After::Fail);
 }
 
 pub(crate) async fn forward(route: &Route, request: Request) -> Response {
@@ -169,6 +250,7 @@ async fn forward_inner(
         local: info.local,
         body_len,
         has_body,
+        queued: 0,
     };
     if let Some(host) = &context.host {
         // The host a trusted proxy was asked for is the one the app should build URLs with.
@@ -208,13 +290,17 @@ async fn forward_inner(
         }
         Ok(outcome) => {
             let pid = conn.worker.pid;
-            let why = match outcome {
-                Ok(None) => "closed the connection".to_string(),
-                Ok(Some(frame)) => format!("sent {frame:?} instead of a response head"),
-                Err(err) => err.to_string(),
+            let (why, in_step) = match outcome {
+                Ok(None) => ("closed the connection".to_string(), true),
+                Ok(Some(frame)) => (format!("sent {frame:?} instead of a response head"), false),
+                Err(err) => (err.to_string(), closed(&err)),
             };
             tracing::error!(app = %app.config.name, request_id, pid, "worker {why} before answering");
-            retire(conn);
+            if in_step {
+                retire(conn);
+            } else {
+                retire_out_of_step(conn);
+            }
             return Err(GatewayError::WorkerGone);
         }
     };
@@ -287,15 +373,28 @@ async fn deliver<'h, H, I>(
     meta: &RequestMeta<'_>,
     headers: H,
     chunks: &[Bytes],
-) -> Result<(Arc<AppState>, Conn), GatewayError>
+) -> Result<(Arc<AppState>, Lease), GatewayError>
 where
     H: Fn() -> I,
     I: Iterator<Item = (&'h [u8], &'h [u8])>,
 {
     let deadline = Instant::now() + app.config.queue_timeout;
     let mut attempts = app.pool.status().max_size + 1;
+    // Queued behind another request at most once: one taken back waits in the pool.
+    let mut may_queue = true;
     while attempts > 0 {
-        let mut conn = match timeout_at(deadline, app.pool.get()).await {
+        if let Some((relay, number, handoff)) = behind_whom(&app, meta).filter(|_| may_queue) {
+            may_queue = false;
+            match queue_behind(&relay, number, handoff, meta, headers(), chunks).await {
+                Behind::Ready(conn) => {
+                    app.metrics.queued_behind.inc();
+                    return Ok((app, conn));
+                }
+                Behind::Again => continue,
+                Behind::Failed(err) => return Err(err),
+            }
+        }
+        let conn = match timeout_at(deadline, app.pool.get()).await {
             Ok(Ok(conn)) => conn,
             // A reload retired this generation between the lookup and now: take the new one.
             Ok(Err(PoolError::Closed)) => {
@@ -313,40 +412,183 @@ where
             Err(_) => return Err(GatewayError::QueueTimeout),
         };
         attempts -= 1;
-        match write_request(&mut conn, meta, headers(), chunks).await {
-            Ok(()) => return Ok((app, conn)),
+        let mut conn = Lease::new(conn);
+        // Until the answer has been read to its end: a connection dropped before then (its
+        // client left) is closed, never pooled with that answer still to come.
+        conn.broken = true;
+        let mut buf = std::mem::take(&mut conn.write_buf);
+        let shared = conn.shared.clone();
+        let written = write_request(
+            &conn.stream,
+            &mut buf,
+            shared.as_deref(),
+            meta,
+            headers(),
+            chunks,
+        )
+        .await;
+        conn.write_buf = buf;
+        match written {
+            Ok(()) => {
+                conn.since = Instant::now();
+                conn.open_relay();
+                return Ok((app, conn));
+            }
             Err(err) => {
                 tracing::debug!(app = %app.config.name, pid = conn.worker.pid, "stale worker connection: {err}");
-                retire(conn);
+                retire_out_of_step(conn);
             }
         }
     }
     Err(GatewayError::WorkerGone)
 }
 
+/// The request in flight that this one may queue behind (see `relay`): only when every
+/// connection of the app is busy, and only for a body small enough to travel in the request's
+/// own frames (the memory a connection shares may still hold the body of the request in front).
+fn behind_whom(
+    app: &AppState,
+    meta: &RequestMeta<'_>,
+) -> Option<(Arc<Relay>, u32, oneshot::Receiver<Handoff>)> {
+    if meta.body_len > COALESCE_BYTES as u64 || !app.workers.relays.allowed() {
+        return None;
+    }
+    let status = app.pool.status();
+    if status.available > 0 || status.size < status.max_size {
+        return None;
+    }
+    app.workers.relays.queue_behind()
+}
+
+/// How queueing behind another request went.
+enum Behind {
+    /// Sent, and the connection is ours: the answer to read next is this request's.
+    Ready(Lease),
+    /// Taken back before it reached Python: send it elsewhere.
+    Again,
+    Failed(GatewayError),
+}
+
+/// Writes the request, numbered `number`, behind the one in flight on `relay`'s connection,
+/// then waits for that one to be done with the connection, or takes the request back (see
+/// `relay`).
+async fn queue_behind<'h>(
+    relay: &Relay,
+    number: u32,
+    handoff: oneshot::Receiver<Handoff>,
+    meta: &RequestMeta<'_>,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    chunks: &[Bytes],
+) -> Behind {
+    let meta = RequestMeta {
+        queued: number,
+        ..*meta
+    };
+    let mut buf = BytesMut::new();
+    if let Err(err) = write_request(&relay.stream, &mut buf, None, &meta, headers, chunks).await {
+        // The request in front closes the connection, finding nobody to hand it to; should it
+        // be handing it over already, the connection is dropped with the receiver, closed.
+        tracing::debug!(pid = relay.worker.pid, "stale worker connection: {err}");
+        relay.take_back(number);
+        return Behind::Again;
+    }
+    let escape = Instant::from_std(relay.sent_at + relay::FAST);
+    tokio::pin!(handoff);
+    let mut waiting_behind = true;
+    let handoff = loop {
+        tokio::select! {
+            biased;
+            handoff = &mut handoff => break handoff,
+            () = tokio::time::sleep_until(escape), if waiting_behind => {
+                if relay.take_back(number) {
+                    return Behind::Again;
+                }
+                // Started, or about to be: the request in front is done.
+                waiting_behind = false;
+            }
+        }
+    };
+    let Ok(Handoff { conn, after }) = handoff else {
+        return Behind::Failed(GatewayError::WorkerGone);
+    };
+    let mut conn = Lease::new(conn);
+    let shared = conn
+        .shared
+        .clone()
+        .expect("relays are for connections that share memory");
+    match after {
+        After::Nothing => shared.settle(number),
+        // The exchange in front broke. Taken back, this request never reached Python: the
+        // connection closes (which also ends what is left of the answer in front), and the
+        // request goes elsewhere.
+        After::Skip | After::Fail if shared.cancel(number) => {
+            retire_out_of_step(conn);
+            return Behind::Again;
+        }
+        // Started: the worker has finished the answer in front, and this one comes after it.
+        After::Skip => match skip_answer(&mut conn).await {
+            Ok(true) => {}
+            Ok(false) => {
+                retire(conn);
+                return Behind::Failed(GatewayError::WorkerGone);
+            }
+            Err(err) => {
+                tracing::error!(pid = conn.worker.pid, "worker sent garbage: {err}");
+                retire_out_of_step(conn);
+                return Behind::Failed(GatewayError::WorkerGone);
+            }
+        },
+        After::Fail => {
+            retire_out_of_step(conn);
+            return Behind::Failed(GatewayError::WorkerGone);
+        }
+    }
+    conn.since = Instant::now();
+    conn.open_relay();
+    Behind::Ready(conn)
+}
+
+/// Reads and drops what is left of an answer nobody wants. `Ok(true)` once it has ended,
+/// `Ok(false)` if the connection closed first.
+async fn skip_answer(conn: &mut WorkerConn) -> std::io::Result<bool> {
+    loop {
+        match read_frame(conn).await {
+            Ok(Some(Frame::ResponseEnd | Frame::Error(..))) => return Ok(true),
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(false),
+            Err(err) if closed(&err) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// A worker that dies with a request unread in its socket resets the connection instead of
+/// closing it.
+fn closed(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::ConnectionReset
+}
+
+/// Frames one request into `buf` and writes it to `stream`, its body through `shared` memory
+/// if given and the body fits there.
 async fn write_request<'h>(
-    conn: &mut WorkerConn,
+    stream: &UnixStream,
+    buf: &mut BytesMut,
+    shared: Option<&Region>,
     meta: &RequestMeta<'_>,
     headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
     chunks: &[Bytes],
 ) -> std::io::Result<()> {
-    // Until the answer has been read to its end: a connection dropped before then (its client
-    // left) is closed, never pooled with that answer still to come.
-    conn.broken = true;
-    let mut buf = std::mem::take(&mut conn.write_buf);
     buf.clear();
-    encode_request_head(&mut buf, meta, headers);
+    encode_request_head(buf, meta, headers);
     let body_len = meta.body_len as usize;
     let result = async {
-        if let Some(shared) = conn
-            .shared
-            .as_ref()
-            .filter(|_| body_len > COALESCE_BYTES && body_len <= SHARED_BODY_BYTES)
+        if let Some(shared) =
+            shared.filter(|_| body_len > COALESCE_BYTES && body_len <= SHARED_BODY_BYTES)
         {
             // Through the memory this connection shares with its worker (see `shared`).
             let len = shared.put_request_body(chunks);
-            encode_shared_body(&mut buf, len);
-            return conn.stream.write_all(&buf).await;
+            encode_shared_body(buf, len);
+            return write_all(stream, buf).await;
         }
         for chunk in chunks {
             for piece in chunk.chunks(MAX_CHUNK_BYTES) {
@@ -354,18 +596,28 @@ async fn write_request<'h>(
                 if piece.len() <= COALESCE_BYTES {
                     buf.put_slice(piece);
                 } else {
-                    conn.stream.write_all(&buf).await?;
+                    write_all(stream, buf).await?;
                     buf.clear();
-                    conn.stream.write_all(piece).await?;
+                    write_all(stream, piece).await?;
                 }
             }
         }
-        conn.stream.write_all(&buf).await
+        write_all(stream, buf).await
     }
     .await;
     buf.clear();
-    conn.write_buf = buf;
     result
+}
+
+async fn write_all(stream: &UnixStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// The response chunk a worker put in one of the connection's shared slots.
@@ -392,7 +644,15 @@ async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
             None => {}
         }
         conn.read_buf.reserve(64 * 1024);
-        if conn.stream.read_buf(&mut conn.read_buf).await? == 0 {
+        let read = loop {
+            match conn.stream.try_read_buf(&mut conn.read_buf) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    conn.stream.readable().await?
+                }
+                read => break read?,
+            }
+        };
+        if read == 0 {
             return Ok(None);
         }
     }
@@ -400,7 +660,7 @@ async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
 
 fn respond(
     app: &AppState,
-    mut conn: Conn,
+    mut conn: Lease,
     head: ResponseHead,
     context: &Arc<RequestContext>,
     sent_at: Instant,
@@ -452,7 +712,7 @@ fn respond(
                     Ok(chunk) => early.push(chunk),
                     Err(err) => {
                         tracing::error!(app = %app.config.name, request_id, "{err}");
-                        retire(conn);
+                        retire_out_of_step(conn);
                         return Err(GatewayError::AppFailed);
                     }
                 }
@@ -503,7 +763,7 @@ fn respond(
 /// Moves body frames from the worker to the client's body channel until the end frame,
 /// starting with `next` if the caller already decoded one.
 async fn pump(
-    mut conn: Conn,
+    mut conn: Lease,
     mut next: Option<Frame>,
     tx: &BodySender,
     app: &str,
@@ -541,7 +801,8 @@ async fn pump(
                 );
                 conn.worker.kill(Kill::DumpThenKill);
                 tx.fail("timeout");
-                retire(conn);
+                // Possibly inside a frame.
+                retire_out_of_step(conn);
                 return;
             }
         };
@@ -575,7 +836,7 @@ async fn pump(
                     "worker sent {other:?} inside a response body"
                 );
                 tx.fail("protocol error");
-                retire(conn);
+                retire_out_of_step(conn);
                 return;
             }
         }

@@ -18,6 +18,7 @@
 //! - `static_files`: each app's static directories, served without Python.
 //! - `compress`: gzip and br for compressible responses, per app.
 //! - `pool`: each app's live workers and its pool of worker connections (the queue).
+//! - `relay`: a request queued behind another on a busy worker connection (pipelining).
 //! - `shared`: the memory each worker connection shares with its worker thread, for request
 //!   bodies and response chunks.
 //! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
@@ -41,6 +42,7 @@ mod gateway;
 mod metrics;
 mod pool;
 mod proxy;
+mod relay;
 mod server;
 mod shared;
 mod shutdown;

@@ -83,6 +83,7 @@ pub(crate) struct Metrics {
     requests: Family<ClassLabel, Counter>,
     duration: HistogramFamily<AppLabel>,
     queue_wait: HistogramFamily<AppLabel>,
+    queued_behind: Family<AppLabel, Counter>,
     in_flight: Family<AppLabel, Gauge>,
     restarts: Family<ReasonLabel, Counter>,
     workers_alive: Family<AppLabel, Gauge>,
@@ -98,6 +99,8 @@ pub(crate) struct AppMetrics {
     requests: [Counter; 5],
     duration: Histogram,
     queue_wait: Histogram,
+    /// Requests sent behind another on a busy worker connection (see `relay`).
+    pub(crate) queued_behind: Counter,
     pub(crate) in_flight: Gauge,
     restarts: Family<ReasonLabel, Counter>,
 }
@@ -131,6 +134,12 @@ impl Metrics {
             "Time a request waited for a free Python thread",
             queue_wait.clone(),
         );
+        let queued_behind = Family::<AppLabel, Counter>::default();
+        registry.register(
+            "requests_queued_behind",
+            "Requests sent to a busy Python thread behind the request it was answering",
+            queued_behind.clone(),
+        );
         let in_flight = Family::<AppLabel, Gauge>::default();
         registry.register(
             "requests_in_flight",
@@ -160,6 +169,7 @@ impl Metrics {
             requests,
             duration,
             queue_wait,
+            queued_behind,
             in_flight,
             restarts,
             workers_alive,
@@ -187,6 +197,7 @@ impl Metrics {
             ],
             duration: self.duration.get_or_create_owned(&app),
             queue_wait: self.queue_wait.get_or_create_owned(&app),
+            queued_behind: self.queued_behind.get_or_create_owned(&app),
             in_flight: self.in_flight.get_or_create_owned(&app),
             restarts: self.restarts.clone(),
         })
@@ -272,6 +283,7 @@ mod tests {
             "sluice_queue_wait_seconds_count{app=\"shop\"} 2",
             "sluice_worker_restarts_total{app=\"shop\",reason=\"max_requests\"} 1",
             "sluice_requests_in_flight{app=\"shop\"} 0",
+            "sluice_requests_queued_behind_total{app=\"shop\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -4,7 +4,8 @@
 //! The pool is the queue. It holds at most workers × threads connections and every worker serves
 //! one connection per thread, so a connection handed out is a Python thread that is free now;
 //! waiting for one is waiting for a thread. New connections go to the live worker with the
-//! fewest, never past its thread count, so load spreads across processes by itself.
+//! fewest, never past its thread count, so load spreads across processes by itself. (When none
+//! is free, a short request may instead queue behind one in flight: see `relay`.)
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
+use crate::relay::Relays;
 use crate::shared::Region;
 
 /// How a worker is to be ended by its reaper (the only task that may signal or reap it, so a
@@ -116,6 +118,8 @@ pub(crate) struct Workers {
     list: Mutex<Vec<Arc<Worker>>>,
     /// Signalled when a worker joins or a connection slot frees up.
     changed: Notify,
+    /// Requests in flight that another may queue behind (see `relay`).
+    pub(crate) relays: Relays,
 }
 
 impl Workers {
@@ -163,7 +167,9 @@ impl Workers {
 
 /// One connection to one Python thread of one worker.
 pub(crate) struct WorkerConn {
-    pub(crate) stream: UnixStream,
+    /// Shared with the relay behind the request in flight, which writes the request queued
+    /// behind it (see `relay`).
+    pub(crate) stream: Arc<UnixStream>,
     /// Memory this connection shares with its worker thread, for request bodies and response
     /// chunks (see [`connect`]); none if it could not be made.
     pub(crate) shared: Option<Arc<Region>>,
@@ -173,7 +179,7 @@ pub(crate) struct WorkerConn {
     /// Not known to be in step with the worker: set while an exchange is under way (see
     /// `forward::write_request`) and kept after an error mid-exchange. Never reused while set.
     pub(crate) broken: bool,
-    workers: Arc<Workers>,
+    pub(crate) workers: Arc<Workers>,
 }
 
 impl Drop for WorkerConn {
@@ -208,7 +214,7 @@ impl managed::Manager for Manager {
                     Ok((stream, shared)) => {
                         let worker = guard.disarm();
                         return Ok(WorkerConn {
-                            stream,
+                            stream: Arc::new(stream),
                             shared,
                             read_buf: BytesMut::with_capacity(64 * 1024),
                             write_buf: BytesMut::with_capacity(16 * 1024),

@@ -8,12 +8,13 @@
 
 use std::io;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_proto::shared::{
-    flag_offset, slot_offset, SHARED_BODY_BYTES, SHARED_BYTES, SLOTS, SLOT_BYTES,
+    flag_offset, queue, slot_offset, QUEUE_OFFSET, SHARED_BODY_BYTES, SHARED_BYTES, SLOTS,
+    SLOT_BYTES,
 };
 
 /// One connection's shared memory. It stays mapped while anything refers to it: the connection,
@@ -77,6 +78,50 @@ impl Region {
             slot,
             len,
         }))
+    }
+
+    /// Numbers the next request to go behind the one in flight and marks it queued, if the
+    /// last one queued here is settled (started, or skipped by the worker); `None` while a
+    /// request taken back is still waiting to be skipped. Only the one request that holds the
+    /// place behind the request in flight calls it (see `relay`).
+    pub(crate) fn queue_next(&self) -> Option<u32> {
+        let word = self.queue_word();
+        let seen = word.load(Ordering::Acquire);
+        if !matches!(queue::state(seen), 0 | queue::STARTED | queue::SKIPPED) {
+            return None;
+        }
+        let number = queue::number(seen).wrapping_add(1).max(1);
+        word.store(queue::word(number, queue::QUEUED), Ordering::Release);
+        Some(number)
+    }
+
+    /// Takes the queued request `number` back, unless the worker has started it.
+    pub(crate) fn cancel(&self, number: u32) -> bool {
+        self.queue_word()
+            .compare_exchange(
+                queue::word(number, queue::QUEUED),
+                queue::word(number, queue::CANCELED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Gives up the right to take the queued request `number` back (the request in front has
+    /// ended, so the worker starts it next).
+    pub(crate) fn settle(&self, number: u32) {
+        let _ = self.queue_word().compare_exchange(
+            queue::word(number, queue::QUEUED),
+            queue::word(number, queue::STARTED),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    fn queue_word(&self) -> &AtomicU64 {
+        // SAFETY: inside the mapping, 8-byte aligned (layout test in sluice_proto::shared), and
+        // only ever accessed atomically, by both processes.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(QUEUE_OFFSET).cast()) }
     }
 
     fn flag(&self, slot: usize) -> &AtomicU32 {

@@ -59,6 +59,10 @@ pub struct RequestMeta<'a> {
     /// Whether the client framed a body (Content-Length or chunked): decides if the app sees
     /// `CONTENT_LENGTH` at all on an empty body.
     pub has_body: bool,
+    /// Non-zero for a request sent behind another still in flight on the connection: its
+    /// number in the shared memory's queue word (see `shared::queue`), which the worker must
+    /// claim before it starts the request.
+    pub queued: u32,
 }
 
 /// A decoded request head. The byte fields share the frame's buffer.
@@ -73,6 +77,7 @@ pub struct RequestHead {
     pub local: SocketAddr,
     pub body_len: u64,
     pub has_body: bool,
+    pub queued: u32,
     pub headers: Vec<(Bytes, Bytes)>,
 }
 
@@ -144,6 +149,7 @@ pub(crate) fn put_request_head<'h>(
     put_addr(dst, meta.local);
     dst.put_u64(meta.body_len);
     dst.put_u8(meta.has_body as u8);
+    dst.put_u32(meta.queued);
     put_headers(dst, headers);
 }
 
@@ -260,6 +266,7 @@ pub(crate) fn parse_request_head(payload: Bytes) -> Result<RequestHead, ProtoErr
     let local = r.addr()?;
     let body_len = r.u64()?;
     let has_body = r.u8()? != 0;
+    let queued = r.u32()?;
     let headers = r.headers()?;
     r.end()?;
     Ok(RequestHead {
@@ -272,6 +279,7 @@ pub(crate) fn parse_request_head(payload: Bytes) -> Result<RequestHead, ProtoErr
         local,
         body_len,
         has_body,
+        queued,
         headers,
     })
 }
@@ -309,6 +317,7 @@ mod tests {
             local: "[::1]:8000".parse().unwrap(),
             body_len: 12,
             has_body: true,
+            queued: 7,
         };
         // A latin-1 value that is not valid UTF-8 must survive untouched.
         let headers: Vec<(&[u8], &[u8])> = vec![
@@ -330,6 +339,7 @@ mod tests {
         assert_eq!(head.local, meta.local);
         assert_eq!(head.body_len, 12);
         assert!(head.has_body);
+        assert_eq!(head.queued, 7);
         let got: Vec<(&[u8], &[u8])> = head.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
         assert_eq!(got, headers);
     }

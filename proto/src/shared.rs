@@ -3,6 +3,7 @@
 //!
 //! - the **request area** at offset 0: the gateway writes a request body there before it sends
 //!   the request (`RequestBodyShared`); the worker copies it out before it answers.
+//! - the **queue word** (see [`queue`]), for a request sent behind another.
 //! - the **response slots**: [`SLOTS`] slots of [`SLOT_BYTES`], each with a `u32` flag in the
 //!   flag page. The worker takes a slot whose flag is 0, writes a response chunk there, sets the
 //!   flag to 1 and sends `ResponseBodyShared`; the gateway hands the chunk to the client straight
@@ -22,6 +23,39 @@ const FLAGS_BYTES: usize = 4096;
 /// The whole region.
 pub const SHARED_BYTES: usize = FLAGS_OFFSET + FLAGS_BYTES + SLOTS * SLOT_BYTES;
 
+/// Where the queue word is: a `u64` in the flag page, past the slots' flags (8-byte aligned).
+pub const QUEUE_OFFSET: usize = FLAGS_OFFSET + 64;
+
+/// The queue word decides, once and for both sides, whether a request sent behind another on
+/// the connection (one whose head carries a non-zero `queued` number) runs. It holds the
+/// number of the latest such request and its state. The gateway sets it to [`QUEUED`] before it
+/// writes the request. The worker, about to start it, moves it from `QUEUED` to [`STARTED`]; the
+/// gateway may instead move it from `QUEUED` to [`CANCELED`] (to send the request elsewhere),
+/// and then the worker drops the request unanswered and marks it [`SKIPPED`]. Both moves are one
+/// compare-and-swap, so exactly one side wins. The gateway also moves it to `STARTED` itself once
+/// the request in front has ended (it will no longer cancel), and queues the next request only
+/// on a word that is `STARTED` or `SKIPPED`: a worker that finds the word already past its
+/// request's number knows it was settled as started.
+pub mod queue {
+    pub const QUEUED: u64 = 1;
+    pub const STARTED: u64 = 2;
+    pub const CANCELED: u64 = 3;
+    pub const SKIPPED: u64 = 4;
+
+    /// The word for request `number` in `state`.
+    pub const fn word(number: u32, state: u64) -> u64 {
+        ((number as u64) << 8) | state
+    }
+
+    pub const fn number(word: u64) -> u32 {
+        (word >> 8) as u32
+    }
+
+    pub const fn state(word: u64) -> u64 {
+        word & 0xff
+    }
+}
+
 /// Where slot `slot`'s flag is (4-byte aligned).
 pub const fn flag_offset(slot: usize) -> usize {
     FLAGS_OFFSET + slot * 4
@@ -38,7 +72,9 @@ mod tests {
 
     #[test]
     fn areas_do_not_overlap() {
-        assert!(flag_offset(SLOTS - 1) + 4 <= slot_offset(0));
+        assert!(flag_offset(SLOTS - 1) + 4 <= QUEUE_OFFSET);
+        assert_eq!(QUEUE_OFFSET % 8, 0);
+        assert!(QUEUE_OFFSET + 8 <= slot_offset(0));
         assert_eq!(slot_offset(0) % 4096, 0);
         assert_eq!(slot_offset(SLOTS - 1) + SLOT_BYTES, SHARED_BYTES);
     }

@@ -281,6 +281,15 @@ def ep_sleep(environ, start_response):
     return respond(start_response, b"slept")
 
 
+def ep_hold(environ, start_response):
+    """Answers only once $SLUICE_TEST_STATE/go-TOKEN exists (60 s at most)."""
+    go = state_path(f"go-{query(environ)['token']}")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return respond(start_response, b"held")
+
+
 def ep_pid(environ, start_response):
     return respond(start_response, str(os.getpid()))
 
@@ -373,6 +382,7 @@ ROUTES = {
     "print": ep_print,
     "sleep": ep_sleep,
     "pid": ep_pid,
+    "hold": ep_hold,
     "sched": ep_sched,
     "name": ep_name,
     "shared": ep_shared,

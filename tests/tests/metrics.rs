@@ -127,6 +127,56 @@ fn counters_move_by_exactly_the_traffic_sent() {
     );
 }
 
+/// With every thread busy, a request goes out behind the one a thread is answering (see the
+/// gateway's `relay`). On one thread and many clients that is most requests: each must get its
+/// own answer, and reach Python exactly once.
+#[test]
+fn requests_queued_behind_a_busy_thread_get_their_own_answers() {
+    const CLIENTS: usize = 6;
+    const EACH: usize = 150;
+    let sluice = admin_sluice()
+        .workers(1)
+        .threads(1)
+        .env("SUITE_RECORD", "seen")
+        .start();
+    let addr = sluice.addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr).unwrap();
+                for i in 0..EACH {
+                    let body = format!("client {c} request {i}");
+                    let resp = conn
+                        .request(&Request::post(&format!("/echo?c={c}&i={i}"), body.clone()))
+                        .unwrap();
+                    assert_eq!((resp.status(), resp.text()), (200, body));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client
+            .join()
+            .expect("a client got another's answer or none");
+    }
+    let text = settled(&sluice, "shop");
+    let queued = value(&text, "sluice_requests_queued_behind_total{app=\"shop\"}");
+    assert!(
+        queued > 0.0,
+        "no request was queued behind another:\n{text}"
+    );
+    let seen = std::fs::read_to_string(sluice.state_file("seen")).unwrap();
+    let mut lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), CLIENTS * EACH, "requests that reached Python");
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(
+        lines.len(),
+        CLIENTS * EACH,
+        "a request reached Python twice"
+    );
+}
+
 #[test]
 fn busy_threads_and_in_flight_requests_show_a_running_request() {
     let sluice = admin_sluice().workers(1).threads(3).start();

@@ -679,6 +679,62 @@ fn an_answer_never_reaches_the_next_client_when_its_own_left() {
     }
 }
 
+/// A request queued behind one that turns out slow must not wait for it while another thread is
+/// free: past a few milliseconds the gateway takes it back and it goes to the free thread. Fast
+/// requests from several clients keep both threads busy while one thread is held until the
+/// test lets it go; every fast request must be answered before that, and reach Python once.
+#[test]
+fn no_request_waits_behind_a_held_one_while_a_thread_is_free() {
+    const CLIENTS: usize = 4;
+    const EACH: usize = 300;
+    let sluice = Sluice::serve("suite:app")
+        .workers(1)
+        .threads(2)
+        .env("SUITE_RECORD", "seen")
+        .start();
+    let addr = sluice.addr();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let started = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS + 1));
+    for c in 0..CLIENTS {
+        let (done_tx, started) = (done_tx.clone(), started.clone());
+        std::thread::spawn(move || {
+            let mut conn = Conn::connect(addr).unwrap();
+            for i in 0..EACH {
+                let resp = conn.request(&Request::get(&format!("/pid?c={c}&i={i}")));
+                assert_eq!(resp.unwrap().status(), 200);
+                if i == 10 {
+                    started.wait();
+                }
+            }
+            done_tx.send(()).unwrap();
+        });
+    }
+    // The held request goes out while the clients keep the threads busy.
+    started.wait();
+    let held = std::thread::spawn(move || send(addr, &Request::get("/hold?token=h")));
+    for _ in 0..CLIENTS {
+        done.recv_timeout(DEADLINE)
+            .expect("a fast request waited behind the held one");
+    }
+    assert!(
+        !held.is_finished(),
+        "the held request ended before it was let go"
+    );
+    std::fs::write(sluice.state_file("go-h"), b"1").unwrap();
+    let resp = held.join().unwrap();
+    assert_eq!((resp.status(), resp.text().as_str()), (200, "held"));
+    let seen = std::fs::read_to_string(sluice.state_file("seen")).unwrap();
+    let fast: Vec<&str> = seen.lines().filter(|l| l.contains("/pid")).collect();
+    let mut unique = fast.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        (fast.len(), unique.len()),
+        (CLIENTS * EACH, CLIENTS * EACH),
+        "fast requests that reached Python, and distinct ones"
+    );
+}
+
 /// The error frame of an app that raises right after its first chunk often arrives in the same
 /// read as the head. It must still end the response at once: once, it was decoded, dropped, and
 /// the response hung until the request timeout.

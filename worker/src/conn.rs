@@ -302,6 +302,7 @@ mod tests {
             local: peer,
             body_len: body_len as u64,
             has_body: true,
+            queued: 0,
         };
         encode_request_head(wire, &meta, [(&b"host"[..], host)]);
     }

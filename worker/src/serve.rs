@@ -233,7 +233,7 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
         let shared = shared.map(Arc::new);
         let exchange = Exchange::new(FrameWriter::new(write_half, shared.clone()));
         let exchange = Arc::new(Mutex::new(exchange));
-        let mut reader = FrameReader::new(stream).with_shared(shared);
+        let mut reader = FrameReader::new(stream).with_shared(shared.clone());
         loop {
             let head = py.detach(|| read_head(&mut reader));
             let Ok(Some(head)) = head else {
@@ -242,6 +242,15 @@ fn accept_loop(py: Python<'_>, app: &App, listener: &UnixListener) {
             let Ok(body) = read_body(py, &mut reader, head.body_len) else {
                 break;
             };
+            // Sent behind another request: the gateway may have taken it back meanwhile.
+            if head.queued != 0 {
+                match &shared {
+                    Some(shared) if !shared.claim(head.queued) => continue,
+                    Some(_) => {}
+                    // Only connections that share memory get requests queued behind.
+                    None => break,
+                }
+            }
             let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
             if !wsgi::handle(py, app, &exchange, generation, head, body) {
                 break;

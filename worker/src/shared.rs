@@ -3,10 +3,11 @@
 //! of its request area, and large response chunks are put in its slots instead of the socket.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use sluice_proto::shared::{
-    flag_offset, slot_offset, SHARED_BODY_BYTES, SHARED_BYTES, SLOTS, SLOT_BYTES,
+    flag_offset, queue, slot_offset, QUEUE_OFFSET, SHARED_BODY_BYTES, SHARED_BYTES, SLOTS,
+    SLOT_BYTES,
 };
 
 pub(crate) struct Region {
@@ -57,6 +58,43 @@ impl Region {
         };
         self.flag(slot).store(1, Ordering::Relaxed);
         Some(slot)
+    }
+
+    /// Whether the request queued behind another as `number` is to run: the worker's side of
+    /// the queue word (see `sluice_proto::shared::queue`). `false`: the gateway took it back to
+    /// send elsewhere, and this thread drops it unanswered.
+    pub(crate) fn claim(&self, number: u32) -> bool {
+        let word = self.queue_word();
+        let mut seen = word.load(Ordering::Acquire);
+        loop {
+            if queue::number(seen) != number || queue::state(seen) == queue::STARTED {
+                // Settled as started by the gateway (which has queued another since).
+                return true;
+            }
+            match queue::state(seen) {
+                queue::QUEUED => match word.compare_exchange(
+                    seen,
+                    queue::word(number, queue::STARTED),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return true,
+                    Err(now) => seen = now,
+                },
+                queue::CANCELED => {
+                    word.store(queue::word(number, queue::SKIPPED), Ordering::Release);
+                    return false;
+                }
+                // SKIPPED: never for a request this thread has not seen yet.
+                _ => return true,
+            }
+        }
+    }
+
+    fn queue_word(&self) -> &AtomicU64 {
+        // SAFETY: inside the mapping, 8-byte aligned (layout test in sluice_proto::shared), and
+        // only ever accessed atomically, by both processes.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(QUEUE_OFFSET).cast()) }
     }
 
     fn flag(&self, slot: usize) -> &AtomicU32 {
