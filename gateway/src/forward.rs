@@ -38,7 +38,7 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
-use crate::relay::{self, After, Handoff, Relay};
+use crate::relay::{self, After, Handoff, Relay, Relayed, Successor};
 use crate::shared::Region;
 
 /// Body bytes up to this size are copied into the request frame buffer; larger ones are written
@@ -101,6 +101,8 @@ type Conn = Object<Manager>;
 pub(crate) struct Lease {
     conn: Option<Conn>,
     relay: Option<Arc<Relay>>,
+    /// The request queued behind, once the relay is closed (see [`Lease::stop_relay`]).
+    successor: Option<Successor>,
     /// When its request went out or, queued behind another, when that one was done.
     since: Instant,
 }
@@ -124,6 +126,7 @@ impl Lease {
         Lease {
             conn: Some(conn),
             relay: None,
+            successor: None,
             since: Instant::now(),
         }
     }
@@ -136,6 +139,23 @@ impl Lease {
         }
     }
 
+    /// Lets nobody more queue behind this request, whose answer goes on beyond its first read
+    /// (a large or streamed body, which a slow client may hold up), and sends a request already
+    /// queued behind elsewhere unless the worker has started it.
+    fn stop_relay(&mut self) {
+        let Some(relay) = self.relay.take() else {
+            return;
+        };
+        let Some((tx, number)) = self.workers.relays.close(&relay) else {
+            return;
+        };
+        if relay.shared.cancel(number) {
+            let _ = tx.send(Relayed::TakenBack);
+        } else {
+            self.successor = Some((tx, number));
+        }
+    }
+
     /// Ends the loan: the connection goes to the request queued behind, if any, with what it
     /// must do first; else back to the pool if `after` says the exchange ended in step, and
     /// closed if not (the worker sees the close, stops the app's iteration, frees the thread).
@@ -144,17 +164,19 @@ impl Lease {
             return;
         };
         conn.workers.relays.note(self.since.elapsed());
-        if let Some(tx) = self
-            .relay
+        let relay = self.relay.take();
+        if let Some((tx, _)) = self
+            .successor
             .take()
-            .and_then(|r| conn.workers.relays.close(&r))
+            .or_else(|| relay.and_then(|r| conn.workers.relays.close(&r)))
         {
             conn.broken = true;
-            match tx.send(Handoff { conn, after }) {
+            match tx.send(Relayed::Handoff(Handoff { conn, after })) {
                 Ok(()) => return,
                 // The request behind has gone (its client left) and its answer would come
                 // next, unread.
-                Err(back) => conn = back.conn,
+                Err(Relayed::Handoff(back)) => conn = back.conn,
+                Err(Relayed::TakenBack) => unreachable!("sent a handoff"),
             }
         } else if after == After::Nothing && conn.worker.is_alive() {
             conn.broken = false;
@@ -381,20 +403,34 @@ where
     let deadline = Instant::now() + app.config.queue_timeout;
     let mut attempts = app.pool.status().max_size + 1;
     // Queued behind another request at most once: one taken back waits in the pool.
-    let mut may_queue = true;
+    let may_queue = may_queue_behind(&app, meta);
     while attempts > 0 {
-        if let Some((relay, number, handoff)) = behind_whom(&app, meta).filter(|_| may_queue) {
-            may_queue = false;
-            match queue_behind(&relay, number, handoff, meta, headers(), chunks).await {
-                Behind::Ready(conn) => {
-                    app.metrics.queued_behind.inc();
-                    return Ok((app, conn));
+        // Straight behind a request in flight only when nobody waits for a connection: those
+        // who do come first (below).
+        let direct = if may_queue && app.pool.status().waiting == 0 {
+            app.workers.relays.queue_behind()
+        } else {
+            None
+        };
+        let got = match direct {
+            Some(place) => Waited::Behind(place),
+            None if may_queue => wait_for_place(&app, deadline).await,
+            None => Waited::Pool(timeout_at(deadline, app.pool.get()).await),
+        };
+        let got = match got {
+            Waited::Behind((relay, number, handoff)) => {
+                match queue_behind(&relay, number, handoff, meta, headers(), chunks, &app).await {
+                    Behind::Ready(conn) => {
+                        app.metrics.queued_behind.inc();
+                        return Ok((app, conn));
+                    }
+                    Behind::Again => continue,
+                    Behind::Failed(err) => return Err(err),
                 }
-                Behind::Again => continue,
-                Behind::Failed(err) => return Err(err),
             }
-        }
-        let conn = match timeout_at(deadline, app.pool.get()).await {
+            Waited::Pool(got) => got,
+        };
+        let conn = match got {
             Ok(Ok(conn)) => conn,
             // A reload retired this generation between the lookup and now: take the new one.
             Ok(Err(PoolError::Closed)) => {
@@ -443,21 +479,43 @@ where
     Err(GatewayError::WorkerGone)
 }
 
-/// The request in flight that this one may queue behind (see `relay`): only when every
-/// connection of the app is busy, and only for a body small enough to travel in the request's
-/// own frames (the memory a connection shares may still hold the body of the request in front).
-fn behind_whom(
-    app: &AppState,
-    meta: &RequestMeta<'_>,
-) -> Option<(Arc<Relay>, u32, oneshot::Receiver<Handoff>)> {
-    if meta.body_len > COALESCE_BYTES as u64 || !app.workers.relays.allowed() {
-        return None;
+/// Whether this request may queue behind another in flight (see `relay`): only for a body
+/// small enough to travel in the request's own frames (the memory a connection shares may still
+/// hold the body of the request in front), and only in an app fast enough for it.
+fn may_queue_behind(app: &AppState, meta: &RequestMeta<'_>) -> bool {
+    meta.body_len <= COALESCE_BYTES as u64 && app.workers.relays.allowed()
+}
+
+type Place = (Arc<Relay>, u32, oneshot::Receiver<Relayed>);
+
+/// What a request waiting for a Python thread got first.
+enum Waited {
+    /// A connection from the pool (or why none came).
+    Pool(Result<Result<Conn, PoolError<std::convert::Infallible>>, tokio::time::error::Elapsed>),
+    /// The place behind a request that has just gone out.
+    Behind(Place),
+}
+
+/// Waits for a pooled connection or for the place behind a request going out, whichever comes
+/// first. Both queues are first come, first served, and every waiter is in both, so a request
+/// that arrives later never overtakes one that waits.
+async fn wait_for_place(app: &AppState, deadline: Instant) -> Waited {
+    let get = timeout_at(deadline, app.pool.get());
+    tokio::pin!(get);
+    loop {
+        let opened = app.workers.relays.opened();
+        tokio::select! {
+            biased;
+            got = &mut get => return Waited::Pool(got),
+            () = opened => {
+                if app.pool.status().available == 0 {
+                    if let Some(place) = app.workers.relays.queue_behind() {
+                        return Waited::Behind(place);
+                    }
+                }
+            }
+        }
     }
-    let status = app.pool.status();
-    if status.available > 0 || status.size < status.max_size {
-        return None;
-    }
-    app.workers.relays.queue_behind()
 }
 
 /// How queueing behind another request went.
@@ -475,10 +533,11 @@ enum Behind {
 async fn queue_behind<'h>(
     relay: &Relay,
     number: u32,
-    handoff: oneshot::Receiver<Handoff>,
+    handoff: oneshot::Receiver<Relayed>,
     meta: &RequestMeta<'_>,
     headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
     chunks: &[Bytes],
+    app: &AppState,
 ) -> Behind {
     let meta = RequestMeta {
         queued: number,
@@ -495,6 +554,7 @@ async fn queue_behind<'h>(
     let escape = Instant::from_std(relay.sent_at + relay::FAST);
     tokio::pin!(handoff);
     let mut waiting_behind = true;
+    let mut started_by = Instant::now() + app.config.timeout;
     let handoff = loop {
         tokio::select! {
             biased;
@@ -503,13 +563,24 @@ async fn queue_behind<'h>(
                 if relay.take_back(number) {
                     return Behind::Again;
                 }
-                // Started, or about to be: the request in front is done.
+                // Started, or about to be: the request in front is done, though its answer
+                // may still be on its way to a slow client. Its own timeout runs from now.
                 waiting_behind = false;
+                started_by = Instant::now() + app.config.timeout;
+            }
+            () = tokio::time::sleep_until(started_by), if !waiting_behind => {
+                // Its answer is stuck behind the one in front: dropping the receiver makes the
+                // request in front close the connection when it is done.
+                tracing::error!(app = %app.config.name, pid = relay.worker.pid,
+                    "a request queued behind another got no connection within the {:?} timeout", app.config.timeout);
+                return Behind::Failed(GatewayError::UpstreamTimeout);
             }
         }
     };
-    let Ok(Handoff { conn, after }) = handoff else {
-        return Behind::Failed(GatewayError::WorkerGone);
+    let Handoff { conn, after } = match handoff {
+        Ok(Relayed::Handoff(handoff)) => handoff,
+        Ok(Relayed::TakenBack) => return Behind::Again,
+        Err(_) => return Behind::Failed(GatewayError::WorkerGone),
     };
     let mut conn = Lease::new(conn);
     let shared = conn
@@ -517,6 +588,11 @@ async fn queue_behind<'h>(
         .clone()
         .expect("relays are for connections that share memory");
     match after {
+        // Its worker is leaving rotation: rather than start there, go elsewhere if it still can.
+        After::Nothing if !conn.worker.is_alive() && shared.cancel(number) => {
+            retire_out_of_step(conn);
+            return Behind::Again;
+        }
         After::Nothing => shared.settle(number),
         // The exchange in front broke. Taken back, this request never reached Python: the
         // connection closes (which also ends what is left of the answer in front), and the
@@ -739,6 +815,7 @@ fn respond(
             Err(_) => break,
         }
     }
+    conn.stop_relay();
     let (tx, body) = body_channel(app.config.edge.response_buffer);
     let name = app.config.name.clone();
     let idle = app.config.timeout;
@@ -778,9 +855,9 @@ async fn pump(
         let frame = match read {
             Ok(Ok(Some(frame))) => frame,
             Ok(outcome) => {
-                let why = match outcome {
-                    Err(err) => err.to_string(),
-                    _ => "closed the connection".into(),
+                let (why, in_step) = match outcome {
+                    Err(err) => (err.to_string(), closed(&err)),
+                    _ => ("closed the connection".into(), true),
                 };
                 tracing::error!(
                     app,
@@ -789,7 +866,11 @@ async fn pump(
                     "worker {why} in the middle of a response; cutting it off"
                 );
                 tx.fail("worker gone");
-                retire(conn);
+                if in_step {
+                    retire(conn);
+                } else {
+                    retire_out_of_step(conn);
+                }
                 return;
             }
             Err(_) => {

@@ -62,11 +62,23 @@ pub(crate) struct Handoff {
     pub(crate) after: After,
 }
 
+/// What the request queued behind hears from the one in front.
+pub(crate) enum Relayed {
+    /// The connection is its now.
+    Handoff(Handoff),
+    /// The request in front took it back (see `forward::Lease::stop_relay`): it never runs, and
+    /// is to be sent elsewhere.
+    TakenBack,
+}
+
+/// The sending side of [`Relayed`], with the number of the request queued.
+pub(crate) type Successor = (oneshot::Sender<Relayed>, u32);
+
 enum Slot {
     /// Nobody queued behind yet.
     Open,
     /// A request is queued behind (or being written): the connection goes to it.
-    Queued(oneshot::Sender<Handoff>),
+    Queued(Successor),
     /// The holder is done with the connection.
     Closed,
 }
@@ -88,6 +100,7 @@ impl Relay {
     pub(crate) fn take_back(&self, number: u32) -> bool {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(*slot, Slot::Queued(_)) && self.shared.cancel(number) {
+            // Dropping the sender: the request in front finds nobody behind it.
             *slot = Slot::Closed;
             return true;
         }
@@ -98,6 +111,8 @@ impl Relay {
 /// One app's requests in flight that a request may queue behind.
 pub(crate) struct Relays {
     open: Mutex<Vec<Arc<Relay>>>,
+    /// Signalled (one waiter at a time, the longest waiting first) when a place opens.
+    opened: tokio::sync::Notify,
     /// The moving average of the app's requests, from going out to their end, in nanoseconds.
     average: AtomicU64,
 }
@@ -112,6 +127,7 @@ impl Default for Relays {
     fn default() -> Relays {
         Relays {
             open: Mutex::new(Vec::new()),
+            opened: tokio::sync::Notify::new(),
             average: AtomicU64::new(0),
         }
     }
@@ -154,18 +170,24 @@ impl Relays {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(relay.clone());
+        self.opened.notify_one();
         relay
     }
 
-    /// Closes `relay` (its holder is done with the connection) and gives the sender of the
-    /// request queued behind, if any.
-    pub(crate) fn close(&self, relay: &Arc<Relay>) -> Option<oneshot::Sender<Handoff>> {
+    /// Closes `relay` (its holder is done with the connection, or will not let anyone wait for
+    /// it) and gives the request queued behind, if any.
+    pub(crate) fn close(&self, relay: &Arc<Relay>) -> Option<Successor> {
         self.unlist(relay);
         let mut slot = relay.slot.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *slot, Slot::Closed) {
-            Slot::Queued(tx) => Some(tx),
+            Slot::Queued(successor) => Some(successor),
             Slot::Open | Slot::Closed => None,
         }
+    }
+
+    /// Completes when a place may have opened.
+    pub(crate) fn opened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.opened.notified()
     }
 
     fn unlist(&self, relay: &Arc<Relay>) {
@@ -178,7 +200,7 @@ impl Relays {
     /// Takes the place behind the oldest request in flight that is still young, on a worker in
     /// rotation, and numbers the request to queue there (see [`Region::queue_next`]); the
     /// receiver gets the connection when that request is done with it.
-    pub(crate) fn queue_behind(&self) -> Option<(Arc<Relay>, u32, oneshot::Receiver<Handoff>)> {
+    pub(crate) fn queue_behind(&self) -> Option<(Arc<Relay>, u32, oneshot::Receiver<Relayed>)> {
         let relay = {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             open.iter()
@@ -193,7 +215,7 @@ impl Relays {
         }
         let number = relay.shared.queue_next()?;
         let (tx, rx) = oneshot::channel();
-        *slot = Slot::Queued(tx);
+        *slot = Slot::Queued((tx, number));
         drop(slot);
         Some((relay, number, rx))
     }
