@@ -269,9 +269,10 @@ fn main() -> ExitCode {
 /// middle of a burst of requests; before, the two took turns one request at a time. Only who
 /// runs first on a wake-up changes, not the CPU share, and an idle CPU still takes a woken thread
 /// at once: it matters only when the cores are all busy. Measured on 2 CPUs with the bench's
-/// 64 connections (medians of 3 alternating runs): Django 20.6k -> 23.3k req/s, Flask 23.9k ->
-/// 24.7k, the gateway 19 -> 15 CPU µs per request with half the sleeps; hello and upload
-/// unchanged. Best effort: a sandbox that forbids it leaves the default policy.
+/// 64 connections (2 alternating 5 s runs each, every thread put back under SCHED_OTHER with
+/// `chrt` for the other): Django 9.9k/10.6k -> 12.7k/13.3k req/s, Flask 9.9k/11.8k ->
+/// 13.9k/13.0k, the gateway 41-47 -> 30-34 CPU µs per request. Best effort: a sandbox that
+/// forbids it leaves the default policy.
 fn batch_scheduling() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler(2) on this thread (pid 0) with a valid sched_param.
