@@ -405,16 +405,17 @@ where
     // Queued behind another request at most once: one taken back waits in the pool.
     let may_queue = may_queue_behind(&app, meta);
     while attempts > 0 {
-        // Straight behind a request in flight only when nobody waits for a connection: those
-        // who do come first (below).
-        let direct = if may_queue && app.pool.status().waiting == 0 {
+        // A free connection first; else straight behind a request in flight, but only when
+        // nobody waits for a connection: those who do come first (`wait_for_place`).
+        let status = app.pool.status();
+        let direct = if may_queue && status.available == 0 && status.waiting == 0 {
             app.workers.relays.queue_behind()
         } else {
             None
         };
         let got = match direct {
             Some(place) => Waited::Behind(place),
-            None if may_queue => wait_for_place(&app, deadline).await,
+            None if may_queue && status.available == 0 => wait_for_place(&app, deadline).await,
             None => Waited::Pool(timeout_at(deadline, app.pool.get()).await),
         };
         let got = match got {
@@ -548,7 +549,7 @@ async fn queue_behind<'h>(
         // The request in front closes the connection, finding nobody to hand it to; should it
         // be handing it over already, the connection is dropped with the receiver, closed.
         tracing::debug!(pid = relay.worker.pid, "stale worker connection: {err}");
-        relay.take_back(number);
+        relay.take_back();
         return Behind::Again;
     }
     let escape = Instant::from_std(relay.sent_at + relay::FAST);
@@ -560,7 +561,7 @@ async fn queue_behind<'h>(
             biased;
             handoff = &mut handoff => break handoff,
             () = tokio::time::sleep_until(escape), if waiting_behind => {
-                if relay.take_back(number) {
+                if relay.take_back() {
                     return Behind::Again;
                 }
                 // Started, or about to be: the request in front is done, though its answer

@@ -94,12 +94,12 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Takes the queued request `number` back from this connection, unless the worker has
-    /// started it or the request in front is already handing the connection over. The request
-    /// in front then keeps the connection, and the worker drops the request unanswered.
-    pub(crate) fn take_back(&self, number: u32) -> bool {
+    /// Takes the request queued here back from this connection, unless the worker has started
+    /// it or the request in front is already handing the connection over. The request in front
+    /// then keeps the connection, and the worker drops the request unanswered.
+    pub(crate) fn take_back(&self) -> bool {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*slot, Slot::Queued(_)) && self.shared.cancel(number) {
+        if matches!(*slot, Slot::Queued((_, number)) if self.shared.cancel(number)) {
             // Dropping the sender: the request in front finds nobody behind it.
             *slot = Slot::Closed;
             return true;
