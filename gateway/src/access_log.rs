@@ -15,7 +15,8 @@ pub(crate) struct AccessRecord {
     pub(crate) format: AccessLog,
     pub(crate) app: String,
     pub(crate) method: Method,
-    pub(crate) target: String,
+    /// As the client sent it (see `framing::RawTarget`), fragment left out.
+    pub(crate) target: Vec<u8>,
     pub(crate) version: Version,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
@@ -73,7 +74,7 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
         client = outcome.context.client.ip(),
         time = now.format(CLF).unwrap_or_default(),
         method = escape(record.method.as_str().as_bytes()),
-        target = escape(record.target.as_bytes()),
+        target = escape(&record.target),
         version = version_str(record.version),
         status = outcome.status,
         bytes = outcome.bytes,
@@ -90,9 +91,10 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
 
 fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime) -> String {
     let timing = &outcome.context.timing;
-    let (path, query) = match record.target.split_once('?') {
+    let target = String::from_utf8_lossy(&record.target);
+    let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
-        None => (record.target.as_str(), None),
+        None => (&*target, None),
     };
     let lossy = |v: &Option<HeaderValue>| {
         v.as_ref()
@@ -168,7 +170,7 @@ mod tests {
             format,
             app: "shop".into(),
             method: Method::GET,
-            target: "/a?b=\"c\"".into(),
+            target: b"/a?b=\"c\"".to_vec(),
             version: Version::HTTP_11,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),

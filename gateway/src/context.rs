@@ -21,6 +21,7 @@ use sluice_proto::Scheme;
 use crate::access_log::{self, AccessRecord};
 use crate::config::AccessLog;
 use crate::forward::{AppState, ConnInfo};
+use crate::framing::request_target;
 use crate::metrics::AppMetrics;
 use crate::proxy;
 
@@ -162,7 +163,7 @@ impl Observation {
             format: edge.access_log,
             app: app.config.name.clone(),
             method: request.method().clone(),
-            target: request.uri().to_string(),
+            target: request_target(request.extensions(), request.uri()).to_vec(),
             version: request.version(),
             referer: request.headers().get(http::header::REFERER).cloned(),
             user_agent: request.headers().get(http::header::USER_AGENT).cloned(),

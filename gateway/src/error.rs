@@ -14,6 +14,9 @@ pub(crate) enum GatewayError {
     RequestLineTooLong,
     #[error("request header fields beyond limit_request_fields or limit_request_field_size")]
     HeaderFieldsTooLarge,
+    /// A transfer coding before `chunked` that sluice does not decode (RFC 9112 §6.1).
+    #[error("transfer coding not implemented")]
+    UnknownTransferCoding,
     #[error("request body larger than max_body")]
     BodyTooLarge,
     #[error("request body could not be read")]
@@ -39,6 +42,9 @@ impl IntoResponse for GatewayError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Request Header Fields Too Large\n",
             ),
+            GatewayError::UnknownTransferCoding => {
+                (StatusCode::NOT_IMPLEMENTED, "Not Implemented\n")
+            }
             GatewayError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
             GatewayError::BadBody => (StatusCode::BAD_REQUEST, "Bad Request\n"),
             GatewayError::BodyTooSlow => (StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
@@ -64,6 +70,7 @@ impl IntoResponse for GatewayError {
                 | GatewayError::Malformed(_)
                 | GatewayError::RequestLineTooLong
                 | GatewayError::HeaderFieldsTooLarge
+                | GatewayError::UnknownTransferCoding
         ) {
             // The rest of an unread body would be taken for the next request; after a malformed
             // head nothing on the connection can be trusted to be framed right.

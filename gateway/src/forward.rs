@@ -36,6 +36,7 @@ use crate::body_bufs;
 use crate::config::AppConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::framing::request_target;
 use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 use crate::relay::{self, After, Handoff, Relay, Relayed, Successor};
@@ -253,15 +254,10 @@ async fn forward_inner(
     // The body may have taken a while: serve it with whatever generation of the app is current.
     let app = route.load_full();
 
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let meta = RequestMeta {
         request_id: request_id.as_bytes(),
         method: parts.method.as_str().as_bytes(),
-        target: target.as_bytes(),
+        target: request_target(&parts.extensions, &parts.uri),
         version: match parts.version {
             Version::HTTP_10 | Version::HTTP_09 => HttpVersion::Http10,
             Version::HTTP_2 | Version::HTTP_3 => HttpVersion::Http2,

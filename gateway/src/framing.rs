@@ -24,12 +24,14 @@
 //!
 //! Cost: one pass over head and chunk-size lines, a counter for body bytes, no allocation.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::EdgeConfig;
@@ -68,8 +70,9 @@ pub(crate) enum Fault {
     BareLf,
     /// A CR not followed by LF (RFC 9112 §2.2).
     BareCr,
-    /// A request line that is not `method SP origin-target SP version` in visible ASCII
-    /// (RFC 9112 §3), e.g. a control byte, raw non-ASCII or a fragment in the target.
+    /// A request line that is not `method SP request-target SP version` (RFC 9112 §3), e.g. a
+    /// control byte, space or DEL in the target, or a target that starts with neither `/` nor
+    /// another visible ASCII byte.
     RequestLine,
     /// A field line that starts with whitespace: obs-fold (RFC 9112 §5.2) or whitespace before
     /// the first field (§2.2).
@@ -83,9 +86,12 @@ pub(crate) enum Fault {
     ContentLength,
     /// More than one `Content-Length` field line, even with equal values (RFC 9112 §6.3).
     DuplicateContentLength,
-    /// `Transfer-Encoding` other than exactly one `chunked` (RFC 9112 §6.1): no other codings,
-    /// no parameters, not twice, not on two field lines.
+    /// `Transfer-Encoding` whose last coding is not `chunked`, or that is malformed, has
+    /// parameters, names `chunked` twice or stands on two field lines (RFC 9112 §6.1, §6.3).
     TransferEncoding,
+    /// `Transfer-Encoding` with a coding before `chunked` (`gzip, chunked`): well framed, but a
+    /// coding sluice does not decode, so 501 (RFC 9112 §6.1).
+    UnknownTransferCoding,
     /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1): the smuggling classic.
     ContentLengthWithTransferEncoding,
     /// A chunk size that is not 1*HEXDIG fitting in 64 bits, or a malformed chunk-size line
@@ -119,6 +125,7 @@ impl Fault {
             Fault::ContentLength => "invalid Content-Length",
             Fault::DuplicateContentLength => "more than one Content-Length",
             Fault::TransferEncoding => "Transfer-Encoding other than chunked",
+            Fault::UnknownTransferCoding => "transfer coding other than chunked",
             Fault::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
             Fault::ChunkSize => "malformed chunk size",
             Fault::ChunkExtension => "malformed chunk extension",
@@ -171,6 +178,9 @@ enum State {
     /// The first byte of the target.
     TargetStart,
     Target,
+    /// After a `#` in the target: a fragment, which is not part of the request (RFC 9112
+    /// §3.2) and is dropped before routing.
+    Fragment,
     Version,
     /// A CR was seen; the LF must follow.
     Lf(Line),
@@ -206,6 +216,17 @@ enum State {
     ChunkDataLf,
 }
 
+/// Where a `Transfer-Encoding` value is, coding by coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codings {
+    /// Before a coding name: at the start of the value, or after a comma.
+    Before,
+    /// Inside a coding name.
+    Name,
+    /// Whitespace after a coding name: a comma or the end of the line may follow.
+    After,
+}
+
 /// The framing of one client connection's byte stream, checked as it arrives in pieces of any
 /// size.
 #[derive(Debug)]
@@ -229,14 +250,34 @@ pub(crate) struct Scanner {
     name_len: usize,
     maybe_content_length: bool,
     maybe_transfer_encoding: bool,
-    // The current value of a framing field: digits or letters of `chunked` seen, and whether
-    // whitespace came after them.
+    // The current value of a framing field: digits (or letters of the current coding name)
+    // seen, and whether whitespace came after them.
     value: u64,
     value_len: usize,
     value_ws: bool,
+    // The current `Transfer-Encoding` value: where in its list, whether the current coding
+    // name still matches `chunked`, how many codings were `chunked`, whether the last one was,
+    // and whether any other was.
+    codings: Codings,
+    coding_is_chunked: bool,
+    chunked_codings: u32,
+    last_coding_chunked: bool,
+    other_codings: bool,
     // The framing of the current head.
     content_length: Option<u64>,
     chunked: bool,
+    /// A coding before `chunked`: refused with 501 once the head is known to be no smuggling.
+    unknown_coding: bool,
+    /// The current request target as the client sent it, fragment left out.
+    target: Vec<u8>,
+    /// The current target holds bytes that reach hyper percent-encoded.
+    target_escaped: bool,
+    /// Offsets, in the slice given to the latest [`Scanner::scan`], of the target bytes that
+    /// reach hyper percent-encoded.
+    escapes: Vec<usize>,
+    /// The targets that reach hyper percent-encoded, as sent, with the index of their head
+    /// (counting from 0 on the connection); taken by [`Scanner::take_raw_targets`].
+    raw_targets: Vec<(u64, Bytes)>,
     /// The size of the chunk whose size line is being read.
     chunk: u64,
 }
@@ -248,12 +289,22 @@ const CHUNKED: &[u8] = b"chunked";
 // Byte classes, one table lookup per byte for the runs that make up most of a head.
 /// tchar (RFC 9110 §5.6.2): the bytes of a token (a method, a field name).
 const TCHAR: u8 = 1;
-/// Visible ASCII but `#`: a request target (RFC 9112 §3.2) has no fragment and no raw non-ASCII.
+/// What a request target passes on to hyper as it is: visible ASCII but `#` (which starts a
+/// fragment) and the [`ESCAPED`] bytes.
 const TARGET: u8 = 2;
 /// field-vchar, SP and HTAB (RFC 9110 §5.5): what a field value may hold.
 const VALUE: u8 = 4;
 /// Visible ASCII.
 const VCHAR: u8 = 8;
+/// Target bytes that RFC 3986 wants percent-encoded and that clients send raw all the same
+/// (`curl 'http://h/à'`, a JSON query, a backtick): nginx serves them, and so does sluice. The
+/// `http` crate under hyper refuses them in a URI, so they reach hyper percent-encoded and the
+/// app gets the target as the client sent it (see [`RawTarget`]).
+const ESCAPED: u8 = 16;
+/// What a fragment passes on to hyper as it is: visible ASCII but the [`ESCAPED`] bytes. A
+/// fragment may hold those too; they reach hyper percent-encoded (it refuses a fragment that is
+/// not UTF-8) and the `http` crate drops the fragment.
+const FRAGMENT: u8 = 32;
 
 static CLASSES: [u8; 256] = classes();
 
@@ -269,11 +320,18 @@ const fn classes() -> [u8; 256] {
         {
             class |= TCHAR;
         }
+        let escaped = matches!(byte, b'"' | b'<' | b'>' | b'`') || byte >= 0x80;
         if byte > b' ' && byte < 0x7f {
             class |= VCHAR;
-            if byte != b'#' {
+            if byte != b'#' && !escaped {
                 class |= TARGET;
             }
+        }
+        if escaped {
+            class |= ESCAPED;
+        }
+        if byte > b' ' && byte < 0x7f && !escaped {
+            class |= FRAGMENT;
         }
         if byte == b'\t' || byte == b' ' || (byte > b' ' && byte != 0x7f) {
             class |= VALUE;
@@ -329,10 +387,32 @@ impl Scanner {
             value: 0,
             value_len: 0,
             value_ws: false,
+            codings: Codings::Before,
+            coding_is_chunked: false,
+            chunked_codings: 0,
+            last_coding_chunked: false,
+            other_codings: false,
             content_length: None,
             chunked: false,
+            unknown_coding: false,
+            target: Vec::new(),
+            target_escaped: false,
+            escapes: Vec::new(),
+            raw_targets: Vec::new(),
             chunk: 0,
         }
+    }
+
+    /// The offsets, in the slice given to the latest [`Scanner::scan`], of the bytes that must
+    /// reach hyper percent-encoded (see [`ESCAPED`]).
+    pub(crate) fn escapes(&self) -> &[usize] {
+        &self.escapes
+    }
+
+    /// The targets with [`ESCAPED`] bytes finished since the last call, as the client sent them
+    /// (fragment left out), each with the index of its head on the connection.
+    pub(crate) fn take_raw_targets(&mut self) -> Vec<(u64, Bytes)> {
+        std::mem::take(&mut self.raw_targets)
     }
 
     /// Heads scanned to their end without a fault.
@@ -361,15 +441,19 @@ impl Scanner {
             | State::ChunkDataLf => true,
             State::Lf(line) => line == Line::ChunkSize || (self.trailers && line != Line::Leading),
             State::FieldStart | State::Name | State::Value => self.trailers,
-            State::Idle | State::Method | State::TargetStart | State::Target | State::Version => {
-                false
-            }
+            State::Idle
+            | State::Method
+            | State::TargetStart
+            | State::Target
+            | State::Fragment
+            | State::Version => false,
         }
     }
 
     /// Checks the next bytes of the stream. After a fault the scanner is done with the
     /// connection: the caller stops feeding it.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        self.escapes.clear();
         let mut i = 0;
         while i < bytes.len() {
             match self.step(bytes, i) {
@@ -415,6 +499,7 @@ impl Scanner {
         let (class, limit) = match self.state {
             State::Method => (TCHAR, self.limits.line),
             State::TargetStart | State::Target => (TARGET, self.limits.line),
+            State::Fragment => (FRAGMENT, self.limits.line),
             State::Version => (VCHAR, self.limits.line),
             State::Name => (TCHAR, self.limits.field_size),
             State::Value if self.framing == Framing::Other => (VALUE, self.limits.field_size),
@@ -423,11 +508,23 @@ impl Scanner {
         let end = i + limit.saturating_sub(self.line_len).min(bytes.len() - i);
         let run = run_length(class, &bytes[i..end]);
         if run == 0 {
+            if matches!(self.state, State::Target | State::Fragment) && is(ESCAPED, b) {
+                self.grow_line()?;
+                self.escapes.push(i);
+                if self.state == State::Target {
+                    self.target.push(b);
+                    self.target_escaped = true;
+                }
+                return Ok(i + 1);
+            }
             self.byte(b)?;
             return Ok(i + 1);
         }
         match self.state {
-            State::TargetStart => self.state = State::Target,
+            State::TargetStart | State::Target => {
+                self.state = State::Target;
+                self.target.extend_from_slice(&bytes[i..i + run]);
+            }
             State::Name => {
                 for (at, &b) in bytes[i..i + run].iter().enumerate() {
                     if !self.maybe_content_length && !self.maybe_transfer_encoding {
@@ -447,9 +544,11 @@ impl Scanner {
     fn grow_line(&mut self) -> Result<(), Fault> {
         self.line_len += 1;
         let (limit, fault) = match self.state {
-            State::Method | State::TargetStart | State::Target | State::Version => {
-                (self.limits.line, Fault::RequestLineTooLong)
-            }
+            State::Method
+            | State::TargetStart
+            | State::Target
+            | State::Fragment
+            | State::Version => (self.limits.line, Fault::RequestLineTooLong),
             State::Name | State::Value => (self.limits.field_size, Fault::FieldTooLarge),
             _ => (self.limits.field_size, Fault::ChunkLineTooLong),
         };
@@ -491,6 +590,8 @@ impl Scanner {
                 b'\r' => self.state = State::Lf(Line::Leading),
                 b if is_tchar(b) => {
                     self.line_len = 1;
+                    self.target.clear();
+                    self.target_escaped = false;
                     self.state = State::Method;
                 }
                 _ => return Err(Fault::RequestLine),
@@ -500,10 +601,16 @@ impl Scanner {
                 b if is_tchar(b) => {}
                 _ => return Err(Fault::RequestLine),
             },
-            // Plain target bytes went by in `step`; what is left here ends the target or is bad.
+            // Plain target bytes went by in `step`, and so did escaped ones after the first byte;
+            // what is left here ends the target, starts its fragment, or is bad.
             State::TargetStart => return Err(Fault::RequestLine),
             State::Target => match b {
-                b' ' => self.state = State::Version,
+                b' ' => self.end_target(),
+                b'#' => self.state = State::Fragment,
+                _ => return Err(Fault::RequestLine),
+            },
+            State::Fragment => match b {
+                b' ' => self.end_target(),
                 _ => return Err(Fault::RequestLine),
             },
             // hyper checks the version itself; visible ASCII up to the CR is all this needs.
@@ -630,6 +737,16 @@ impl Scanner {
         Ok(())
     }
 
+    /// The space after the target: what hyper will see differs from what the client sent, so
+    /// the latter is kept for the app.
+    fn end_target(&mut self) {
+        if self.target_escaped {
+            let target = Bytes::copy_from_slice(&self.target);
+            self.raw_targets.push((self.heads, target));
+        }
+        self.state = State::Version;
+    }
+
     fn name_byte(&mut self, b: u8) {
         let lower = b.to_ascii_lowercase();
         self.maybe_content_length &= CONTENT_LENGTH.get(self.name_len) == Some(&lower);
@@ -647,6 +764,10 @@ impl Scanner {
             if self.chunked {
                 return Err(Fault::TransferEncoding);
             }
+            self.codings = Codings::Before;
+            self.chunked_codings = 0;
+            self.last_coding_chunked = false;
+            self.other_codings = false;
             Framing::TransferEncoding
         } else {
             Framing::Other
@@ -661,26 +782,86 @@ impl Scanner {
     /// One byte of a framing field's value, OWS included.
     fn value_byte(&mut self, b: u8) -> Result<(), Fault> {
         match self.framing {
-            Framing::Other => {}
-            _ if is_ws(b) => self.value_ws = self.value_len > 0,
-            Framing::ContentLength => {
-                if self.value_ws || !b.is_ascii_digit() {
-                    return Err(Fault::ContentLength);
-                }
-                self.value = self
-                    .value
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
-                    .ok_or(Fault::ContentLength)?;
-                self.value_len += 1;
-            }
-            Framing::TransferEncoding => {
-                if self.value_ws || CHUNKED.get(self.value_len) != Some(&b.to_ascii_lowercase()) {
-                    return Err(Fault::TransferEncoding);
-                }
-                self.value_len += 1;
-            }
+            Framing::Other => Ok(()),
+            Framing::ContentLength => self.length_byte(b),
+            Framing::TransferEncoding => self.coding_byte(b),
         }
+    }
+
+    /// One byte of a `Content-Length` value: one decimal number, OWS around it.
+    fn length_byte(&mut self, b: u8) -> Result<(), Fault> {
+        if is_ws(b) {
+            self.value_ws = self.value_len > 0;
+            return Ok(());
+        }
+        if self.value_ws || !b.is_ascii_digit() {
+            return Err(Fault::ContentLength);
+        }
+        self.value = self
+            .value
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(Fault::ContentLength)?;
+        self.value_len += 1;
+        Ok(())
+    }
+
+    /// One byte of a `Transfer-Encoding` value: coding names separated by commas, OWS around
+    /// each. No parameters and no empty list elements: nothing legitimate sends them, and each
+    /// is one more way for two parsers to disagree.
+    fn coding_byte(&mut self, b: u8) -> Result<(), Fault> {
+        match (self.codings, b) {
+            (Codings::Name, b' ' | b'\t') => {
+                self.end_coding();
+                self.codings = Codings::After;
+            }
+            (Codings::Name, b',') => {
+                self.end_coding();
+                self.codings = Codings::Before;
+            }
+            (Codings::After, b',') => self.codings = Codings::Before,
+            (Codings::Before | Codings::After, b' ' | b'\t') => {}
+            (Codings::Before, b) if is_tchar(b) => {
+                self.codings = Codings::Name;
+                self.value_len = 0;
+                self.coding_is_chunked = true;
+                self.coding_name_byte(b);
+            }
+            (Codings::Name, b) if is_tchar(b) => self.coding_name_byte(b),
+            _ => return Err(Fault::TransferEncoding),
+        }
+        Ok(())
+    }
+
+    fn coding_name_byte(&mut self, b: u8) {
+        self.coding_is_chunked &= CHUNKED.get(self.value_len) == Some(&b.to_ascii_lowercase());
+        self.value_len += 1;
+    }
+
+    fn end_coding(&mut self) {
+        let chunked = self.coding_is_chunked && self.value_len == CHUNKED.len();
+        self.last_coding_chunked = chunked;
+        if chunked {
+            self.chunked_codings += 1;
+        } else {
+            self.other_codings = true;
+        }
+    }
+
+    /// The end of a `Transfer-Encoding` line: `chunked` must be the last coding and come once
+    /// (RFC 9112 §6.1); any other coding before it is well framed but not understood.
+    fn end_codings(&mut self) -> Result<(), Fault> {
+        match self.codings {
+            // Empty, or a comma at the end.
+            Codings::Before => return Err(Fault::TransferEncoding),
+            Codings::Name => self.end_coding(),
+            Codings::After => {}
+        }
+        if self.chunked_codings != 1 || !self.last_coding_chunked {
+            return Err(Fault::TransferEncoding);
+        }
+        self.chunked = true;
+        self.unknown_coding = self.other_codings;
         Ok(())
     }
 
@@ -700,6 +881,7 @@ impl Scanner {
                 self.trailers = false;
                 self.content_length = None;
                 self.chunked = false;
+                self.unknown_coding = false;
                 State::FieldStart
             }
             Line::Field => {
@@ -709,10 +891,7 @@ impl Scanner {
                         return Err(Fault::ContentLength)
                     }
                     Framing::ContentLength => self.content_length = Some(self.value),
-                    Framing::TransferEncoding if self.value_len < CHUNKED.len() => {
-                        return Err(Fault::TransferEncoding)
-                    }
-                    Framing::TransferEncoding => self.chunked = true,
+                    Framing::TransferEncoding => self.end_codings()?,
                 }
                 self.framing = Framing::Other;
                 State::FieldStart
@@ -720,6 +899,9 @@ impl Scanner {
             Line::HeadEnd => {
                 if self.chunked && self.content_length.is_some() {
                     return Err(Fault::ContentLengthWithTransferEncoding);
+                }
+                if self.unknown_coding {
+                    return Err(Fault::UnknownTransferCoding);
                 }
                 self.heads += 1;
                 self.head_len = 0;
@@ -757,17 +939,63 @@ pub(crate) struct Screen {
     fault: OnceLock<Fault>,
     /// Requests hyper has handed over so far on this connection.
     admitted: AtomicU64,
+    /// The targets hyper got percent-encoded, as sent, by head index; rare, so behind a lock
+    /// that only a connection which sent one ever takes.
+    raw_targets: std::sync::Mutex<VecDeque<(u64, Bytes)>>,
+    raw_targets_kept: AtomicU64,
+}
+
+/// The request target as the client sent it, fragment left out, where hyper was given it
+/// percent-encoded (see [`ESCAPED`]). What the app and the access log see.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTarget(pub(crate) Bytes);
+
+/// The target the app gets: as the client sent it, without a fragment.
+pub(crate) fn request_target<'a>(extensions: &'a http::Extensions, uri: &'a http::Uri) -> &'a [u8] {
+    match extensions.get::<RawTarget>() {
+        Some(RawTarget(raw)) => raw,
+        None => uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes()),
+    }
 }
 
 impl Screen {
-    /// The verdict on the next request hyper hands over (they come in order, one per head).
+    /// The verdict on the next request hyper hands over (they come in order, one per head),
+    /// with its target as sent where hyper got it percent-encoded.
     /// `Err(None)`: hyper parsed a head the scanner has not finished, so the two are out of step.
-    pub(crate) fn admit(&self) -> Result<(), Option<Fault>> {
+    pub(crate) fn admit(&self) -> Result<Option<RawTarget>, Option<Fault>> {
         let index = self.admitted.fetch_add(1, Ordering::Relaxed);
         if index < self.heads.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(self.raw_target(index));
         }
         Err(self.fault.get().copied())
+    }
+
+    fn keep_raw_targets(&self, targets: Vec<(u64, Bytes)>) {
+        if targets.is_empty() {
+            return;
+        }
+        let mut kept = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
+        kept.extend(targets);
+        self.raw_targets_kept
+            .store(kept.len() as u64, Ordering::Release);
+    }
+
+    fn raw_target(&self, index: u64) -> Option<RawTarget> {
+        if self.raw_targets_kept.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut kept = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
+        // Heads come to hyper in order, so an older entry's request has been handed over.
+        while kept.front().is_some_and(|(at, _)| *at < index) {
+            kept.pop_front();
+        }
+        let raw = match kept.front() {
+            Some((at, _)) if *at == index => kept.pop_front().map(|(_, raw)| RawTarget(raw)),
+            _ => None,
+        };
+        self.raw_targets_kept
+            .store(kept.len() as u64, Ordering::Release);
+        raw
     }
 }
 
@@ -776,6 +1004,9 @@ pub(crate) struct Screened<T> {
     inner: T,
     scanner: Scanner,
     screen: Arc<Screen>,
+    /// Bytes for hyper that did not fit the buffer of the read that made them: the rest of a
+    /// read whose target grew by percent-encoding.
+    pending: BytesMut,
     /// A body fault was found: once what came before it has been read, reads fail.
     failed: bool,
     /// A fault was found: later bytes are passed on unscanned (the connection is closing).
@@ -788,6 +1019,7 @@ impl<T> Screened<T> {
             inner,
             scanner: Scanner::new(limits),
             screen,
+            pending: BytesMut::new(),
             failed: false,
             done: false,
         }
@@ -805,6 +1037,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         if this.failed {
             let fault = this.screen.fault.get().copied().unwrap_or(Fault::ChunkData);
             return Poll::Ready(Err(body_error(fault)));
@@ -815,6 +1052,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
             return Poll::Ready(Ok(()));
         }
         let scanned = this.scanner.scan(&buf.filled()[before..]);
+        // Before the heads that carry them are counted, so hyper never sees a head whose raw
+        // target is not there yet.
+        this.screen
+            .keep_raw_targets(this.scanner.take_raw_targets());
         this.screen
             .heads
             .store(this.scanner.heads(), Ordering::Release);
@@ -831,7 +1072,34 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
                 buf.set_filled(before + stop.at);
             }
         }
+        if !this.scanner.escapes().is_empty() {
+            this.escape(buf, before);
+        }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<T> Screened<T> {
+    /// Percent-encodes the [`ESCAPED`] bytes the latest scan found in `buf` after `before`;
+    /// what no longer fits waits in `pending` for the next read. Escapes all come before a
+    /// body fault's cut, since the scanner stops there.
+    fn escape(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let raw = &buf.filled()[before..];
+        let escapes = self.scanner.escapes();
+        let mut out = Vec::with_capacity(raw.len() + 2 * escapes.len());
+        let mut from = 0;
+        for &at in escapes {
+            let b = raw[at];
+            out.extend_from_slice(&raw[from..at]);
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            from = at + 1;
+        }
+        out.extend_from_slice(&raw[from..]);
+        buf.set_filled(before);
+        let fit = out.len().min(buf.remaining());
+        buf.put_slice(&out[..fit]);
+        self.pending.extend_from_slice(&out[fit..]);
     }
 }
 
@@ -935,7 +1203,15 @@ mod tests {
             let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
             assert_eq!(is(TCHAR, b), tchar, "{b:#04x}");
             assert_eq!(is(VCHAR, b), b.is_ascii_graphic(), "{b:#04x}");
-            assert_eq!(is(TARGET, b), b.is_ascii_graphic() && b != b'#', "{b:#04x}");
+            let escaped = b"\"<>`".contains(&b) || b >= 0x80;
+            assert_eq!(is(ESCAPED, b), escaped, "{b:#04x}");
+            let target = b.is_ascii_graphic() && b != b'#' && !escaped;
+            assert_eq!(is(TARGET, b), target, "{b:#04x}");
+            assert_eq!(
+                is(FRAGMENT, b),
+                b.is_ascii_graphic() && !escaped,
+                "{b:#04x}"
+            );
             let value = b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80;
             assert_eq!(is(VALUE, b), value, "{b:#04x}");
         }
@@ -995,8 +1271,11 @@ mod tests {
             b" GET / HTTP/1.1\r\n",
             b"GET\t/ HTTP/1.1\r\n",
             b"GET /a b HTTP/1.1\r\n",
-            b"GET /a#b HTTP/1.1\r\n",
-            b"GET /\xc3\xa9 HTTP/1.1\r\n",
+            b"GET #b HTTP/1.1\r\n",
+            b"GET \xc3\xa9 HTTP/1.1\r\n",
+            b"GET <a> HTTP/1.1\r\n",
+            b"GET /a#\x01 HTTP/1.1\r\n",
+            b"GET /a#\x7f HTTP/1.1\r\n",
             b"GET /\x00 HTTP/1.1\r\n",
             b"GET /\x7f HTTP/1.1\r\n",
             b"G(T / HTTP/1.1\r\n",
@@ -1045,8 +1324,33 @@ mod tests {
     #[test]
     fn transfer_encoding_must_be_chunked_alone() {
         assert_eq!(ok(&head_with(b"Transfer-Encoding:  Chunked\t")), 1);
-        for bad in [
+        for unknown in [
             &b"Transfer-Encoding: gzip, chunked"[..],
+            b"Transfer-Encoding: gzip,chunked",
+            b"Transfer-Encoding:  x , y ,\tCHUNKED ",
+        ] {
+            assert_eq!(
+                fault(&head_with(unknown)),
+                Fault::UnknownTransferCoding,
+                "{unknown:?}"
+            );
+        }
+        // Found at the end of the head, so smuggling is still called smuggling.
+        assert_eq!(
+            fault(&head_with(
+                b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 1"
+            )),
+            Fault::ContentLengthWithTransferEncoding
+        );
+        for bad in [
+            &b"Transfer-Encoding: chunked, gzip"[..],
+            b"Transfer-Encoding: gzip",
+            b"Transfer-Encoding: x,chunked,chunked",
+            b"Transfer-Encoding: , chunked",
+            b"Transfer-Encoding: chunked,",
+            b"Transfer-Encoding: gzip;q=1, chunked",
+            b"Transfer-Encoding: gzip chunked",
+            b"Transfer-Encoding: gzip, chunked\r\nTransfer-Encoding: chunked",
             b"Transfer-Encoding: chunked, chunked",
             b"Transfer-Encoding: chunked;q=1",
             b"Transfer-Encoding: chunk",
@@ -1202,8 +1506,8 @@ mod tests {
         let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
         assert_eq!(got, input);
         assert!(err.is_none());
-        assert_eq!(screen.admit(), Ok(()));
-        assert_eq!(screen.admit(), Err(Some(Fault::BareLf)));
+        assert!(matches!(screen.admit(), Ok(None)));
+        assert!(matches!(screen.admit(), Err(Some(Fault::BareLf))));
     }
 
     #[tokio::test]
@@ -1214,13 +1518,67 @@ mod tests {
         assert_eq!(got, &head[..head.len() - "\x00b\r\nhello\r\n".len()]);
         assert_eq!(err.expect("an error").kind(), io::ErrorKind::InvalidData);
         // The head itself was fine: the request is admitted and fails on its body.
-        assert_eq!(screen.admit(), Ok(()));
-        assert_eq!(screen.admit(), Err(Some(Fault::ChunkExtension)));
+        assert!(matches!(screen.admit(), Ok(None)));
+        assert!(matches!(screen.admit(), Err(Some(Fault::ChunkExtension))));
+    }
+
+    #[test]
+    fn targets_with_bytes_to_escape_are_kept_as_sent() {
+        let mut s = Scanner::new(LIMITS);
+        let input = b"GET /a HTTP/1.1\r\n\r\nGET /\xc3\xa9?q=\"<`>\"#f<\xe9> HTTP/1.1\r\n\r\n";
+        s.scan(input).unwrap();
+        let second = input.iter().position(|&b| b == 0xc3).unwrap();
+        let escaped: Vec<u8> = s.escapes().iter().map(|&at| input[at]).collect();
+        assert_eq!(escaped, b"\xc3\xa9\"<`>\"<\xe9>");
+        assert_eq!(s.escapes()[0], second);
+        assert_eq!(
+            s.take_raw_targets(),
+            vec![(1, Bytes::from_static(b"/\xc3\xa9?q=\"<`>\""))]
+        );
+        assert!(s.take_raw_targets().is_empty());
+        // A target split over reads is kept whole; offsets are per read.
+        let mut s = Scanner::new(LIMITS);
+        s.scan(b"GET /ab").unwrap();
+        assert!(s.escapes().is_empty());
+        s.scan(b"c<d HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(s.escapes(), [1]);
+        assert_eq!(
+            s.take_raw_targets(),
+            vec![(0, Bytes::from_static(b"/abc<d"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn escaped_targets_reach_hyper_percent_encoded_and_the_app_as_sent() {
+        let screen = Arc::new(Screen::default());
+        let input: &[u8] = b"GET /\xc3\xa9<> HTTP/1.1\r\n\r\nGET /plain HTTP/1.1\r\n\r\n\
+              POST /\"\"\"\"?`#<\xe9 HTTP/1.1\r\nContent-Length: 3\r\n\r\n<\xe9>";
+        // Reads of 7 bytes: the escaped bytes overflow them and wait for the next read.
+        let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
+        assert!(err.is_none());
+        assert_eq!(
+            got,
+            &b"GET /%C3%A9%3C%3E HTTP/1.1\r\n\r\nGET /plain HTTP/1.1\r\n\r\n\
+               POST /%22%22%22%22?%60#%3C%E9 HTTP/1.1\r\nContent-Length: 3\r\n\r\n<\xe9>"[..]
+        );
+        let raw = |admitted: Result<Option<RawTarget>, Option<Fault>>| {
+            admitted.map(|raw| raw.map(|RawTarget(bytes)| bytes))
+        };
+        assert_eq!(
+            raw(screen.admit()),
+            Ok(Some(Bytes::from_static(b"/\xc3\xa9<>")))
+        );
+        assert_eq!(raw(screen.admit()), Ok(None));
+        assert_eq!(
+            raw(screen.admit()),
+            Ok(Some(Bytes::from_static(b"/\"\"\"\"?`")))
+        );
+        assert_eq!(raw(screen.admit()), Err(None));
     }
 
     #[test]
     fn a_head_the_scanner_has_not_finished_is_not_admitted() {
         let screen = Screen::default();
-        assert_eq!(screen.admit(), Err(None));
+        assert!(matches!(screen.admit(), Err(None)));
     }
 }

@@ -39,8 +39,10 @@ pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response 
     // The edge settings of the generation serving now, looked up once; the forwarder looks
     // again after the body, which may have taken long enough for a reload.
     let app = route.load_full();
+    // Admitted first: the access log wants the target as sent, which admission attaches.
+    let admitted = strict::admit(&mut request);
     let observation = Observation::begin(&app, &mut request);
-    let response = match strict::admit(&request) {
+    let response = match admitted {
         Err(refusal) => refusal.into_response(),
         Ok(()) => match compress::wanted(&app.config.edge, request.headers()) {
             None => answer(&route, &app, request).await,
@@ -131,6 +133,10 @@ pub(crate) async fn accept_loop(
             .timer(TokioTimer::new())
             // `ClockedIo` keeps the header and keep-alive timeouts.
             .header_read_timeout(None)
+            // A client may shut its side after a whole request (`nc -N`, scripted clients,
+            // some health checkers) and still wants the answer, as gunicorn and nginx give
+            // it. A request cut short by the shutdown still fails as an incomplete body.
+            .half_close(true)
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);

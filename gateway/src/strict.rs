@@ -1,7 +1,8 @@
 //! The strict checks: the first thing every request meets, before the forwarder or any other
 //! handler. It applies the verdict of the connection's byte-level screen (see `framing`) and checks
 //! what the parsed request shows best: exactly one valid Host, and an origin-form target. A request
-//! that fails gets 400, 414 or 431 with `Connection: close`, and never reaches Python.
+//! that fails gets 400, 414, 431 or 501 with `Connection: close`, and never reaches Python. One
+//! that passes carries its target as sent ([`RawTarget`]) where hyper got it percent-encoded.
 
 use std::sync::Arc;
 
@@ -10,24 +11,35 @@ use http::{header, Method, Uri, Version};
 
 use crate::error::GatewayError;
 use crate::forward::ConnInfo;
-use crate::framing::{Fault, Screen};
+use crate::framing::{Fault, RawTarget, Screen};
 
 /// Every check of [`check`]; a refusal is logged at debug.
-pub(crate) fn admit(request: &Request) -> Result<(), GatewayError> {
-    check(request).inspect_err(|err| {
-        let peer = request.extensions().get::<ConnInfo>().map(|info| info.peer);
-        tracing::debug!(?peer, "rejected: {err}");
-    })
+pub(crate) fn admit(request: &mut Request) -> Result<(), GatewayError> {
+    match check(request) {
+        Ok(raw_target) => {
+            if let Some(raw_target) = raw_target {
+                request.extensions_mut().insert(raw_target);
+            }
+            Ok(())
+        }
+        Err(err) => {
+            let peer = request.extensions().get::<ConnInfo>().map(|info| info.peer);
+            tracing::debug!(?peer, "rejected: {err}");
+            Err(err)
+        }
+    }
 }
 
 /// Every check, in order; the screen's verdict first, since it covers the whole head.
-fn check(request: &Request) -> Result<(), GatewayError> {
+fn check(request: &Request) -> Result<Option<RawTarget>, GatewayError> {
     // Without a screen (a router driven directly, without a socket) only the parsed checks run.
-    if let Some(screen) = request.extensions().get::<Arc<Screen>>() {
-        screen.admit().map_err(rejection)?;
-    }
+    let raw_target = match request.extensions().get::<Arc<Screen>>() {
+        Some(screen) => screen.admit().map_err(rejection)?,
+        None => None,
+    };
     check_target(request.method(), request.uri())?;
-    check_host(request)
+    check_host(request)?;
+    Ok(raw_target)
 }
 
 fn rejection(fault: Option<Fault>) -> GatewayError {
@@ -36,6 +48,7 @@ fn rejection(fault: Option<Fault>) -> GatewayError {
         Some(Fault::FieldTooLarge | Fault::TooManyFields | Fault::HeadTooLarge) => {
             GatewayError::HeaderFieldsTooLarge
         }
+        Some(Fault::UnknownTransferCoding) => GatewayError::UnknownTransferCoding,
         Some(fault) => GatewayError::Malformed(fault.describe()),
         None => {
             // hyper found a head where the screen has not finished one: they disagree about
@@ -202,6 +215,8 @@ mod tests {
         assert_eq!(status(Fault::TooManyFields), 431);
         assert_eq!(status(Fault::HeadTooLarge), 431);
         assert_eq!(status(Fault::BareLf), 400);
+        assert_eq!(status(Fault::TransferEncoding), 400);
+        assert_eq!(status(Fault::UnknownTransferCoding), 501);
         assert_eq!(rejection(None).into_response().status().as_u16(), 400);
     }
 }

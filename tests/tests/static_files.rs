@@ -61,6 +61,7 @@ impl Site {
         );
         put("notes.txt", b"0123456789abcdef");
         put("blob.weird", b"???");
+        put("caf\u{e9} <1>.txt", b"accented");
         std::fs::write(site.top.path().join("secret.txt"), b"TOP SECRET").unwrap();
         std::os::unix::fs::symlink("../secret.txt", site.dir().join("evil.txt")).unwrap();
         std::os::unix::fs::symlink(site.top.path(), site.dir().join("up")).unwrap();
@@ -134,6 +135,14 @@ fn get_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Respons
 
 /// Every path that reached Python so far. A request to Python is answered only after it was
 /// recorded, so a last request to Python first makes the list complete.
+/// A GET of `target` sent as raw bytes, which `get` cannot send.
+fn get_raw(addr: SocketAddr, target: &[u8]) -> Response {
+    let mut conn = Conn::connect(addr).unwrap();
+    let head = [&b"GET "[..], target, b" HTTP/1.1\r\nHost: t\r\n\r\n"].concat();
+    conn.send_raw(&head).unwrap();
+    conn.read_response("GET").unwrap()
+}
+
 fn python_saw(sluice: &SluiceHandle) -> Vec<String> {
     let sentinel = get(sluice.addr(), "/sentinel");
     assert_eq!(sentinel.text(), "python saw /sentinel");
@@ -442,6 +451,51 @@ fn traversal_never_leaves_the_directory() {
         );
         assert!(!resp.text().contains("SECRET"), "{target}");
         assert!(!resp.text().contains("root:"), "{target}");
+    }
+    // Raw bytes that reach the router percent-encoded (non-ASCII, `<`, `"`): the same escapes
+    // are refused, however they are spelled.
+    for target in [
+        &b"/static/\xc0\xae\xc0\xae/secret.txt"[..],
+        b"/static/..\xc0\xafsecret.txt",
+        b"/static/\"..\"/secret.txt",
+        b"/static/<..>/secret.txt",
+        b"/static/..\\\xe9secret.txt",
+        b"/static/%2e%2e/secret.txt#\xe9",
+    ] {
+        let resp = get_raw(addr, target);
+        let shown = String::from_utf8_lossy(target);
+        assert!(
+            matches!(resp.status(), 400 | 404),
+            "{shown}: {:?}",
+            resp.head
+        );
+        assert!(!resp.text().contains("SECRET"), "{shown}");
+    }
+    assert_python_saw_no_static(&sluice);
+}
+
+/// A file name with non-ASCII and reserved bytes is served whether the client encodes it or
+/// sends it raw (as curl does), and a fragment is dropped.
+#[test]
+fn raw_file_names_are_served() {
+    let (_site, sluice) = serve(&[]);
+    let addr = sluice.addr();
+    assert_eq!(
+        get(addr, "/static/caf%C3%A9%20%3C1%3E.txt").text(),
+        "accented"
+    );
+    for target in [
+        &b"/static/caf\xc3\xa9%20<1>.txt"[..],
+        b"/static/caf\xc3\xa9%20<1>.txt#top",
+        b"/static/caf%C3%A9%20%3C1>.txt?v=\"1\"",
+    ] {
+        let resp = get_raw(addr, target);
+        let shown = String::from_utf8_lossy(target);
+        assert_eq!(
+            (resp.status(), resp.text()),
+            (200, "accented".into()),
+            "{shown}"
+        );
     }
     assert_python_saw_no_static(&sluice);
 }
