@@ -18,6 +18,8 @@ pub(crate) struct AccessRecord {
     /// As the client sent it (see `framing::RawTarget`), fragment left out.
     pub(crate) target: Vec<u8>,
     pub(crate) version: Version,
+    /// The connection came over TLS.
+    pub(crate) tls: bool,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
     /// The TCP peer (a proxy, when the client came through one).
@@ -60,7 +62,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
-/// "$http_user_agent"`, then `app= rid= total_ms= queue_ms= python_ms= peer=`; a request that
+/// "$http_user_agent"`, then `app= rid= total_ms= queue_ms= python_ms= peer= tls=`; a request that
 /// never reached Python (static file, rejected) has `-` for the Python times.
 fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime) -> String {
     const CLF: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
@@ -70,7 +72,7 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
     let opt_ms =
         |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", ms(d)));
     format!(
-        "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer}\n",
+        "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer} tls={tls}\n",
         client = outcome.context.client.ip(),
         time = now.format(CLF).unwrap_or_default(),
         method = escape(record.method.as_str().as_bytes()),
@@ -86,6 +88,7 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
         queue = opt_ms(timing.queued()),
         python = opt_ms(timing.python()),
         peer = record.peer,
+        tls = if record.tls { "on" } else { "off" },
     )
 }
 
@@ -111,6 +114,7 @@ fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime)
         "path": path,
         "query": query,
         "protocol": version_str(record.version),
+        "tls": record.tls,
         "status": outcome.status,
         "bytes": outcome.bytes,
         "total_ms": round(outcome.total),
@@ -172,6 +176,7 @@ mod tests {
             method: Method::GET,
             target: b"/a?b=\"c\"".to_vec(),
             version: Version::HTTP_11,
+            tls: true,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),
             peer: "127.0.0.1:5000".parse().unwrap(),
@@ -185,7 +190,7 @@ mod tests {
         let line = combined(&record(AccessLog::Combined), &outcome(&context), now);
         assert_eq!(
             line,
-            "203.0.113.7 - - [23/Nov/2026:10:04:05 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app=shop rid=abc-123 total_ms=13.000 queue_ms=0.250 python_ms=12.345 peer=127.0.0.1:5000\n"
+            "203.0.113.7 - - [23/Nov/2026:10:04:05 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app=shop rid=abc-123 total_ms=13.000 queue_ms=0.250 python_ms=12.345 peer=127.0.0.1:5000 tls=on\n"
         );
     }
 
@@ -203,5 +208,7 @@ mod tests {
         assert_eq!(v["python_ms"], 12.345);
         assert_eq!(v["referer"], serde_json::Value::Null);
         assert_eq!(v["time"], "2026-11-23T10:04:05Z");
+        assert_eq!(v["protocol"], "HTTP/1.1");
+        assert_eq!(v["tls"], true);
     }
 }

@@ -43,7 +43,7 @@ pub struct AppConfig {
     /// `module:callable`.
     pub app: String,
     pub chdir: Option<PathBuf>,
-    pub binds: Vec<SocketAddr>,
+    pub binds: Vec<BindConfig>,
     pub workers: usize,
     pub threads: usize,
     pub python: PathBuf,
@@ -63,6 +63,54 @@ pub struct AppConfig {
     pub worker_lifetime: Option<Duration>,
     /// What the gateway does at the edge for this app, before and around Python.
     pub edge: EdgeConfig,
+}
+
+/// One address an app listens on, and how connections to it are secured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindConfig {
+    pub addr: SocketAddr,
+    /// TLS terminated here with these files; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+impl BindConfig {
+    pub fn plain(addr: SocketAddr) -> BindConfig {
+        BindConfig { addr, tls: None }
+    }
+}
+
+impl fmt::Display for BindConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tls {
+            None => write!(f, "{}", self.addr),
+            Some(tls) => write!(f, "{} (TLS: {})", self.addr, tls),
+        }
+    }
+}
+
+/// A TLS bind's files, by gunicorn's names: the certificate chain (leaf first) and its private
+/// key, PEM; and, for client-certificate verification, the CAs a client's certificate must
+/// chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+    pub ca_certs: Option<PathBuf>,
+}
+
+impl fmt::Display for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certfile {}, keyfile {}",
+            self.certfile.display(),
+            self.keyfile.display()
+        )?;
+        if let Some(ca) = &self.ca_certs {
+            write!(f, ", client certificates verified against {}", ca.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// The app's settings for the HTTP edge: limits, slow clients, static files, proxy headers, logs.
@@ -293,12 +341,18 @@ enum AllowIps {
     Text(String),
 }
 
-/// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`; for an app, also
+/// `{addr: ..., certfile: ..., keyfile: ..., ca_certs: ...}` for TLS.
+#[derive(Debug, Clone)]
 enum BindSpec {
     Port(u16),
     Text(String),
+    Tls {
+        addr: Box<BindSpec>,
+        certfile: Option<String>,
+        keyfile: Option<String>,
+        ca_certs: Option<String>,
+    },
 }
 
 impl BindSpec {
@@ -306,7 +360,103 @@ impl BindSpec {
         match self {
             BindSpec::Port(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port)),
             BindSpec::Text(text) => parse_bind(text),
+            BindSpec::Tls { addr, .. } => addr.addr(),
         }
+    }
+
+    /// The bind, its TLS files resolved against `base`.
+    fn bind(&self, base: &Path) -> Result<BindConfig, String> {
+        let addr = self.addr()?;
+        let BindSpec::Tls {
+            certfile,
+            keyfile,
+            ca_certs,
+            ..
+        } = self
+        else {
+            return Ok(BindConfig::plain(addr));
+        };
+        let tls = match (certfile, keyfile) {
+            (Some(certfile), Some(keyfile)) => Some(TlsFiles {
+                certfile: resolve_path(base, certfile),
+                keyfile: resolve_path(base, keyfile),
+                ca_certs: ca_certs.as_deref().map(|ca| resolve_path(base, ca)),
+            }),
+            (None, None) if ca_certs.is_none() => None,
+            (None, None) => {
+                return Err(format!(
+                    "bind {addr}: `ca_certs` needs `certfile` and `keyfile`"
+                ))
+            }
+            (Some(_), None) => return Err(format!("bind {addr}: `certfile` needs `keyfile`")),
+            (None, Some(_)) => return Err(format!("bind {addr}: `keyfile` needs `certfile`")),
+        };
+        Ok(BindConfig { addr, tls })
+    }
+}
+
+impl<'de> Deserialize<'de> for BindSpec {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<BindSpec, D::Error> {
+        de.deserialize_any(BindSpecVisitor)
+    }
+}
+
+struct BindSpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
+    type Value = BindSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port, \"HOST:PORT\", or {addr: HOST:PORT, certfile: ..., keyfile: ...}")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, port: u64) -> Result<BindSpec, E> {
+        u16::try_from(port)
+            .map(BindSpec::Port)
+            .map_err(|_| E::custom(format!("port {port} is not in 0-65535")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, port: i64) -> Result<BindSpec, E> {
+        u64::try_from(port)
+            .map_err(|_| E::custom(format!("port {port} is not in 0-65535")))
+            .and_then(|port| self.visit_u64(port))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BindSpec, E> {
+        Ok(BindSpec::Text(text.to_owned()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BindSpec, A::Error> {
+        const FIELDS: &[&str] = &["addr", "certfile", "keyfile", "ca_certs"];
+        let (mut addr, mut certfile, mut keyfile, mut ca_certs) = (None, None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "addr" => {
+                    addr = Some(map.next_value::<BindSpec>()?);
+                    continue;
+                }
+                "certfile" => &mut certfile,
+                "keyfile" => &mut keyfile,
+                "ca_certs" => &mut ca_certs,
+                other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+            };
+            *slot = Some(map.next_value::<String>()?);
+        }
+        let addr = match addr {
+            Some(BindSpec::Tls { .. }) => {
+                return Err(serde::de::Error::custom(
+                    "`addr` must be a port or HOST:PORT",
+                ))
+            }
+            Some(addr) => addr,
+            None => return Err(serde::de::Error::missing_field("addr")),
+        };
+        Ok(BindSpec::Tls {
+            addr: Box::new(addr),
+            certfile,
+            keyfile,
+            ca_certs,
+        })
     }
 }
 
@@ -505,10 +655,11 @@ impl Config {
             let mut binds = Vec::new();
             for spec in &bind.value {
                 let at = &spec.referenced;
-                let addr = spec
+                let bind = spec
                     .value
-                    .addr()
+                    .bind(&base)
                     .map_err(|e| error_at(at.line(), at.column(), format!("app {name}: {e}")))?;
+                let addr = bind.addr;
                 if let Some((other, line)) = taken_by(&seen, addr) {
                     return Err(error_at(
                         at.line(),
@@ -519,7 +670,7 @@ impl Config {
                     ));
                 }
                 seen.push((addr, name.clone(), at.line()));
-                binds.push(addr);
+                binds.push(bind);
             }
             for (field, value) in [("workers", app.workers), ("threads", app.threads)] {
                 if value == Some(0) {
@@ -557,6 +708,13 @@ impl Config {
             None => None,
             Some(spec) => {
                 let at = &spec.referenced;
+                if let BindSpec::Tls { .. } = spec.value {
+                    return Err(error_at(
+                        at.line(),
+                        at.column(),
+                        "admin: a plain HOST:PORT (the admin bind has no TLS)".into(),
+                    ));
+                }
                 let addr = spec
                     .value
                     .addr()
@@ -805,8 +963,8 @@ mod tests {
         assert_eq!(
             shop.binds,
             vec![
-                "127.0.0.1:8000".parse().unwrap(),
-                "0.0.0.0:8001".parse().unwrap()
+                BindConfig::plain("127.0.0.1:8000".parse().unwrap()),
+                BindConfig::plain("0.0.0.0:8001".parse().unwrap())
             ]
         );
         assert_eq!(shop.chdir.as_deref(), Some(Path::new("/etc/sluice/shop")));
@@ -954,6 +1112,58 @@ mod tests {
         assert!(binds_clash(any(80), local(80)));
         assert!(!binds_clash(local(80), local(81)));
         assert!(!binds_clash(local(80), "[::1]:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_binds_take_their_files_relative_to_the_file() {
+        let config = parse(
+            "apps:\n  a:\n    app: x:y\n    bind:\n      - 8000\n      - {addr: \"127.0.0.1:8443\", certfile: tls/cert.pem, keyfile: /k.pem}\n      - {addr: 9443, certfile: c.pem, keyfile: k.pem, ca_certs: ca.pem}\n",
+        )
+        .unwrap();
+        let binds = &config.apps[0].binds;
+        assert_eq!(binds[0], BindConfig::plain("0.0.0.0:8000".parse().unwrap()));
+        assert_eq!(binds[1].addr, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(
+            binds[1].tls,
+            Some(TlsFiles {
+                certfile: "/etc/sluice/tls/cert.pem".into(),
+                keyfile: "/k.pem".into(),
+                ca_certs: None,
+            })
+        );
+        assert_eq!(binds[2].addr, "0.0.0.0:9443".parse().unwrap());
+        let tls = binds[2].tls.as_ref().unwrap();
+        assert_eq!(
+            tls.ca_certs.as_deref(),
+            Some(Path::new("/etc/sluice/ca.pem"))
+        );
+
+        for (yaml, want) in [
+            ("{addr: 1, certfile: c.pem}", "`certfile` needs `keyfile`"),
+            ("{addr: 1, keyfile: k.pem}", "`keyfile` needs `certfile`"),
+            (
+                "{addr: 1, ca_certs: ca.pem}",
+                "`ca_certs` needs `certfile` and `keyfile`",
+            ),
+            ("{certfile: c.pem, keyfile: k.pem}", "missing field `addr`"),
+            (
+                "{addr: 1, certfile: c, keyfile: k, cert: x}",
+                "unknown field `cert`",
+            ),
+            ("70000", "port 70000 is not in 0-65535"),
+        ] {
+            let err = parse(&format!(
+                "apps:\n  a:\n    app: x:y\n    bind:\n      - {yaml}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.line, 5, "{yaml}: {err}");
+            assert!(err.message.contains(want), "{yaml}: {err}");
+        }
+        let err = parse(
+            "admin: {addr: 1, certfile: c, keyfile: k}\napps:\n  a:\n    app: x:y\n    bind: [2]\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("the admin bind has no TLS"), "{err}");
     }
 
     #[test]

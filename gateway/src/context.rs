@@ -153,7 +153,11 @@ impl Observation {
         let context = Arc::new(RequestContext {
             id: id.clone(),
             client: forwarded.client.unwrap_or(info.peer),
-            scheme: forwarded.scheme.unwrap_or(Scheme::Http),
+            scheme: forwarded.scheme.unwrap_or(if info.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            }),
             host: forwarded.host,
             timing: Timing::default(),
         });
@@ -165,11 +169,13 @@ impl Observation {
             method: request.method().clone(),
             target: request_target(request.extensions(), request.uri()).to_vec(),
             version: request.version(),
+            tls: info.tls,
             referer: request.headers().get(http::header::REFERER).cloned(),
             user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
             peer: info.peer,
         });
         let metrics = app.metrics.clone();
+        metrics.received(request.version(), info.tls);
         Observation {
             started,
             id,

@@ -51,6 +51,8 @@ const COALESCE_BYTES: usize = 16 * 1024;
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// The connection came over TLS.
+    pub(crate) tls: bool,
 }
 
 /// What a bind serves now. A reload stores the new app generation here; requests look it up

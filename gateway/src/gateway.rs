@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::admission::{self, ConnectionLimit};
-use crate::config::Config;
+use crate::config::{BindConfig, Config};
 use crate::forward::Route;
 use crate::metrics::Metrics;
 use crate::server;
 use crate::shutdown::{Signal, Signals, Stop};
 use crate::supervisor::{self, AppHandle, RunDir, StartError};
+use crate::tls::{self, TlsSetting};
 
 /// Which configured bind a listener belongs to, across reloads. A port-0 bind is a fresh port
 /// each time it is opened, so it is kept per app and position in the app's list: reloading
@@ -48,6 +49,8 @@ impl BindKey {
 struct Bind {
     key: BindKey,
     route: Arc<Route>,
+    /// TLS or plain for new connections; a reload reads the files again.
+    tls: Arc<TlsSetting>,
     accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
     graceful: Arc<GracefulShutdown>,
@@ -56,25 +59,36 @@ struct Bind {
 impl Bind {
     fn open(
         key: BindKey,
-        listener: TcpListener,
+        listener: Listener,
         app: &AppHandle,
         limit: &Arc<ConnectionLimit>,
     ) -> anyhow::Result<Bind> {
-        let addr = listener.local_addr()?;
+        let addr = listener.socket.local_addr()?;
         let route = Arc::new(Route::new(app.state.clone()));
         let accepting = CancellationToken::new();
         let graceful = Arc::new(GracefulShutdown::new());
+        let tls = Arc::new(TlsSetting::new(listener.tls));
+        let state = server::BindState {
+            route: route.clone(),
+            tls: tls.clone(),
+            limit: limit.clone(),
+            graceful: graceful.clone(),
+        };
         let accept_loop = tokio::spawn(server::accept_loop(
-            listener,
-            route.clone(),
-            limit.clone(),
-            graceful.clone(),
+            listener.socket,
+            state,
             accepting.clone(),
         ));
-        tracing::info!(app = %app.state.config.name, addr = %addr, "listening");
+        let scheme = if tls.current().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(app = %app.state.config.name, addr = %addr, scheme, "listening");
         Ok(Bind {
             key,
             route,
+            tls,
             accepting,
             accept_loop,
             graceful,
@@ -158,11 +172,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// A kept bind's TLS after a reload: its files read again (a renewed certificate) or its new
+/// ones, for new connections. A file that cannot be used leaves the pair in use as it is.
+fn reload_tls(app: &str, bind: &BindConfig, setting: &TlsSetting) {
+    match &bind.tls {
+        None => setting.set(None),
+        Some(files) => match tls::load(files) {
+            Ok(config) => setting.set(Some(config)),
+            Err(err) => tracing::error!(
+                app,
+                addr = %bind.addr,
+                "reload: {err}; the bind keeps the certificate it had"
+            ),
+        },
+    }
+}
+
 async fn wait_for_stop(signals: &mut Signals) {
     while !matches!(signals.next().await, Signal::Stop(_)) {}
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A socket listening for a bind, with the TLS configuration it starts with.
+struct Listener {
+    socket: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Reads a bind's TLS files, then listens on its address.
+fn open_listener(app: &str, bind: &BindConfig) -> anyhow::Result<Listener> {
+    let tls = match &bind.tls {
+        Some(files) => {
+            Some(tls::load(files).with_context(|| format!("app {app}: bind {}: TLS", bind.addr))?)
+        }
+        None => None,
+    };
+    let socket =
+        listen(bind.addr).with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
+    Ok(Listener { socket, tls })
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -213,10 +262,9 @@ impl Gateway {
         // Bind first: a taken port fails in milliseconds, before any Python starts.
         let mut listeners = Vec::new();
         for app in &config.apps {
-            for (position, addr) in app.binds.iter().enumerate() {
-                let listener = bind(*addr)
-                    .with_context(|| format!("app {}: cannot listen on {addr}", app.name))?;
-                listeners.push((BindKey::new(*addr, &app.name, position), listener));
+            for (position, bind) in app.binds.iter().enumerate() {
+                let listener = open_listener(&app.name, bind)?;
+                listeners.push((BindKey::new(bind.addr, &app.name, position), listener));
             }
         }
         let metrics = Arc::new(Metrics::new());
@@ -224,7 +272,7 @@ impl Gateway {
         let admin = match config.admin {
             Some(addr) => {
                 let listener =
-                    bind(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
+                    listen(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
                 Some(AdminBind::open(
                     listener,
                     Arc::new(Admin::new(metrics.clone())),
@@ -276,15 +324,15 @@ impl Gateway {
 
         let mut new_listeners = Vec::new();
         for app in &config.apps {
-            for (position, addr) in app.binds.iter().enumerate() {
-                let key = BindKey::new(*addr, &app.name, position);
+            for (position, bind) in app.binds.iter().enumerate() {
+                let key = BindKey::new(bind.addr, &app.name, position);
                 if self.binds.iter().any(|b| b.key == key) {
                     continue;
                 }
-                match bind(*addr) {
+                match open_listener(&app.name, bind) {
                     Ok(listener) => new_listeners.push((key, listener)),
                     Err(err) => {
-                        tracing::error!(app = %app.name, "reload: cannot listen on {addr} ({err}), so the running workers go on serving");
+                        tracing::error!("reload: {err:#}, so the running workers go on serving");
                         return;
                     }
                 }
@@ -309,11 +357,13 @@ impl Gateway {
         // Switch every bind of the new configuration to its new app generation.
         let mut keep = HashSet::new();
         for (index, app) in config.apps.iter().enumerate() {
-            for (position, addr) in app.binds.iter().enumerate() {
-                let key = BindKey::new(*addr, &app.name, position);
+            for (position, spec) in app.binds.iter().enumerate() {
+                let addr = spec.addr;
+                let key = BindKey::new(addr, &app.name, position);
                 keep.insert(key.clone());
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
                     bind.route.store(apps[index].state.clone());
+                    reload_tls(&app.name, spec, &bind.tls);
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
                     match Bind::open(key, listener, &apps[index], &self.connections) {

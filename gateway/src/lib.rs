@@ -5,10 +5,11 @@
 //! - [`config`]: the YAML route table and the one-app command line, both as a [`Config`].
 //! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
 //!   scale, stop).
-//! - `server`: accept loops and HTTP/1.1 connections per bind.
+//! - `server`: accept loops and HTTP/1.1 connections (plain or TLS) per bind.
 //! - `context`: what a request carries through the gateway (its id, the real client after
 //!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
 //!   writes the `access_log` line.
+//! - `tls`: TLS termination (rustls): a TLS bind's certificate and key, swapped on SIGHUP.
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `clock`: a client connection's header and keep-alive timeouts.
 //! - `framing`: the byte-level screen of each connection (strict HTTP/1.1 framing and limits).
@@ -49,7 +50,9 @@ mod shutdown;
 mod static_files;
 mod strict;
 mod supervisor;
+mod tls;
 
 pub use config::{AppConfig, Config, ConfigError};
 pub use gateway::run;
 pub use shutdown::Stop;
+pub use tls::{check as check_tls, TlsError};

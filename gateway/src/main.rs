@@ -42,6 +42,16 @@ struct ServeArgs {
     /// Address to listen on (HOST:PORT, [IPv6]:PORT, or a bare PORT for 0.0.0.0:PORT); repeatable.
     #[arg(short, long = "bind", default_value = "127.0.0.1:8000", value_parser = config::parse_bind)]
     bind: Vec<std::net::SocketAddr>,
+    /// TLS certificate chain (PEM, leaf first): every --bind serves HTTPS.
+    #[arg(long, requires = "keyfile")]
+    certfile: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "certfile")]
+    keyfile: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; clients without one are
+    /// refused.
+    #[arg(long, requires = "certfile")]
+    ca_certs: Option<PathBuf>,
     /// Worker processes.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     workers: u32,
@@ -152,13 +162,29 @@ impl ServeArgs {
                 ));
             }
         }
+        let tls = match (self.certfile, self.keyfile) {
+            (Some(certfile), Some(keyfile)) => Some(config::TlsFiles {
+                certfile: cwd.join(certfile),
+                keyfile: cwd.join(keyfile),
+                ca_certs: self.ca_certs.map(|ca| cwd.join(ca)),
+            }),
+            _ => None,
+        };
+        let binds = self
+            .bind
+            .into_iter()
+            .map(|addr| config::BindConfig {
+                addr,
+                tls: tls.clone(),
+            })
+            .collect();
         Ok(Config {
             source: None,
             apps: vec![AppConfig {
                 name,
                 app: self.app,
                 chdir: self.chdir.map(|dir| cwd.join(dir)),
-                binds: self.bind,
+                binds,
                 workers: self.workers as usize,
                 threads: self.thread_workers as usize,
                 python: config::resolve_python(&cwd, &self.python),
@@ -226,7 +252,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => {
-            return match Config::load(&config) {
+            let loaded = Config::load(&config).map_err(|err| err.to_string());
+            let checked = loaded.and_then(|parsed| {
+                sluice_gateway::check_tls(&parsed)
+                    .map(|()| parsed)
+                    .map_err(|err| format!("{}: {err}", config.display()))
+            });
+            return match checked {
                 Ok(parsed) => {
                     println!("{} is valid\n", config.display());
                     print!("{}", parsed.describe());

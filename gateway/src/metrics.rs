@@ -36,6 +36,16 @@ struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    app: String,
+    protocol: String,
+    tls: String,
+}
+
+/// The protocols requests are counted by, in the order of [`AppMetrics::protocols`].
+const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     app: String,
     reason: String,
@@ -81,6 +91,7 @@ impl RestartReason {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<ClassLabel, Counter>,
+    protocols: Family<ProtocolLabel, Counter>,
     duration: HistogramFamily<AppLabel>,
     queue_wait: HistogramFamily<AppLabel>,
     queued_behind: Family<AppLabel, Counter>,
@@ -97,6 +108,8 @@ pub(crate) struct AppMetrics {
     name: String,
     /// By status class: 1xx … 5xx.
     requests: [Counter; 5],
+    /// Requests received, by protocol ([`PROTOCOLS`]) and then plain or TLS.
+    protocols: [[Counter; 2]; 3],
     duration: Histogram,
     queue_wait: Histogram,
     /// Requests sent behind another on a busy worker connection (see `relay`).
@@ -119,6 +132,12 @@ impl Metrics {
             "requests",
             "Requests answered, by app and status class (1xx to 5xx)",
             requests.clone(),
+        );
+        let protocols = Family::<ProtocolLabel, Counter>::default();
+        registry.register(
+            "requests_received",
+            "Requests received, by app, protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0) and TLS (true, false)",
+            protocols.clone(),
         );
         let duration: HistogramFamily<AppLabel> =
             Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
@@ -167,6 +186,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            protocols,
             duration,
             queue_wait,
             queued_behind,
@@ -186,8 +206,17 @@ impl Metrics {
                 class: class.into(),
             })
         };
+        let protocol = |protocol: &str, tls: bool| {
+            self.protocols.get_or_create_owned(&ProtocolLabel {
+                app: name.into(),
+                protocol: protocol.into(),
+                tls: tls.to_string(),
+            })
+        };
+        let protocols = PROTOCOLS.map(|p| [protocol(p, false), protocol(p, true)]);
         Arc::new(AppMetrics {
             name: name.into(),
+            protocols,
             requests: [
                 class("1xx"),
                 class("2xx"),
@@ -235,6 +264,16 @@ impl Metrics {
 impl AppMetrics {
     /// A finished request: its status, its whole time, and its wait for a thread if it got
     /// that far.
+    /// A request has arrived.
+    pub(crate) fn received(&self, version: http::Version, tls: bool) {
+        let protocol = match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
+            http::Version::HTTP_11 => 1,
+            _ => 2,
+        };
+        self.protocols[protocol][usize::from(tls)].inc();
+    }
+
     pub(crate) fn observe(&self, status: u16, total: Duration, queued: Option<Duration>) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
@@ -272,6 +311,9 @@ mod tests {
         shop.restarted(RestartReason::MaxRequests);
         // Another generation of the same app shares the counters.
         metrics.for_app("shop").observe(404, Duration::ZERO, None);
+        shop.received(http::Version::HTTP_11, true);
+        shop.received(http::Version::HTTP_2, false);
+        shop.received(http::Version::HTTP_2, false);
         let text = metrics.render(&[]);
         for line in [
             "sluice_requests_total{app=\"shop\",class=\"2xx\"} 2",
@@ -284,6 +326,9 @@ mod tests {
             "sluice_worker_restarts_total{app=\"shop\",reason=\"max_requests\"} 1",
             "sluice_requests_in_flight{app=\"shop\"} 0",
             "sluice_requests_queued_behind_total{app=\"shop\"} 0",
+            "sluice_requests_received_total{app=\"shop\",protocol=\"HTTP/1.1\",tls=\"true\"} 1",
+            "sluice_requests_received_total{app=\"shop\",protocol=\"HTTP/1.1\",tls=\"false\"} 0",
+            "sluice_requests_received_total{app=\"shop\",protocol=\"HTTP/2.0\",tls=\"false\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

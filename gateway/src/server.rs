@@ -24,6 +24,7 @@ use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::context::Observation;
 use crate::forward::{forward, AppState, ConnInfo, Route};
 use crate::framing::{Limits, Screen, Screened};
+use crate::tls::TlsSetting;
 use crate::{compress, static_files, strict};
 
 /// hyper's own cap on header fields when none is configured; it answers 431 beyond it.
@@ -66,11 +67,17 @@ async fn answer(route: &Route, app: &AppState, request: Request) -> Response {
     }
 }
 
+/// What an app bind's accept loop shares with every connection it accepts.
+pub(crate) struct BindState {
+    pub(crate) route: Arc<Route>,
+    pub(crate) tls: Arc<TlsSetting>,
+    pub(crate) limit: Arc<ConnectionLimit>,
+    pub(crate) graceful: Arc<GracefulShutdown>,
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    route: Arc<Route>,
-    limit: Arc<ConnectionLimit>,
-    graceful: Arc<GracefulShutdown>,
+    bind: BindState,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
@@ -78,7 +85,7 @@ pub(crate) async fn accept_loop(
         // At the cap, wait here without accepting: the kernel queues the newcomers.
         let slot = tokio::select! {
             _ = shutdown.cancelled() => return,
-            slot = limit.admit() => slot,
+            slot = bind.limit.admit() => slot,
         };
         let (stream, peer) = loop {
             tokio::select! {
@@ -94,59 +101,117 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let tls = bind.tls.current();
         let info = ConnInfo {
             peer,
             local: stream.local_addr().ok().or(local).unwrap_or(peer),
+            tls: tls.is_some(),
         };
-        let (timeouts, limits) = {
-            // The settings of the app served now: a reload changes them for new connections.
-            let app = route.load();
-            let timeouts = Timeouts {
-                header: app.config.edge.header_timeout,
-                keepalive: app.config.edge.keepalive,
-            };
-            (timeouts, Limits::from(&app.config.edge))
-        };
-        let screen = Arc::new(Screen::default());
-        let io = ClockedIo::new(Screened::new(stream, limits, screen.clone()), timeouts);
-        let phase = io.phase();
-        let route = route.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request.extensions_mut().insert(info);
-            request.extensions_mut().insert(screen.clone());
-            phase.serving();
-            let phase = phase.clone();
-            let route = route.clone();
-            async move {
-                let response = handle(route, request).await;
-                Ok::<_, Infallible>(response.map(|body| EndsPhase::new(body, phase)))
+        // The settings of the app served now: a reload changes them for new connections.
+        let edge = {
+            let app = bind.route.load();
+            Edge {
+                timeouts: Timeouts {
+                    header: app.config.edge.header_timeout,
+                    keepalive: app.config.edge.keepalive,
+                },
+                limits: Limits::from(&app.config.edge),
             }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        // The screen counts fields too, but hyper must not refuse first at its own default.
-        // Left alone below that: an explicit cap moves hyper's header array to the heap.
-        if limits.fields > HYPER_DEFAULT_MAX_HEADERS {
-            builder.max_headers(limits.fields);
+        };
+        let (route, graceful) = (bind.route.clone(), bind.graceful.clone());
+        match tls {
+            None => {
+                let connection = serve(stream, info, edge, route);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(%peer, "connection ended: {err}");
+                    }
+                    drop(slot);
+                });
+            }
+            // The handshake runs in the connection's own task, within the time a client has
+            // for its request head, so a slow or silent client never holds up the accept loop.
+            Some(config) => {
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let stream =
+                        match tokio::time::timeout(edge.timeouts.header, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {err}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake not complete in time");
+                                return;
+                            }
+                        };
+                    let connection = graceful.watch(serve(stream, info, edge, route));
+                    if let Err(err) = connection.await {
+                        tracing::debug!(%peer, "connection ended: {err}");
+                    }
+                    drop(slot);
+                });
+            }
         }
-        let connection = builder
-            .timer(TokioTimer::new())
-            // `ClockedIo` keeps the header and keep-alive timeouts.
-            .header_read_timeout(None)
-            // A client may shut its side after a whole request (`nc -N`, scripted clients,
-            // some health checkers) and still wants the answer, as gunicorn and nginx give
-            // it. A request cut short by the shutdown still fails as an incomplete body.
-            .half_close(true)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, "connection ended: {err}");
-            }
-            drop(slot);
-        });
     }
+}
+
+/// A connection's edge settings, fixed at accept.
+#[derive(Clone, Copy)]
+struct Edge {
+    timeouts: Timeouts,
+    limits: Limits,
+}
+
+/// HTTP/1.1 on one accepted connection, plain or TLS: the byte-level screen and the header and
+/// keep-alive clocks around the stream, [`handle`] for each request.
+fn serve<T>(
+    stream: T,
+    info: ConnInfo,
+    edge: Edge,
+    route: Arc<Route>,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let screen = Arc::new(Screen::default());
+    let io = ClockedIo::new(
+        Screened::new(stream, edge.limits, screen.clone()),
+        edge.timeouts,
+    );
+    let phase = io.phase();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(info);
+        request.extensions_mut().insert(screen.clone());
+        phase.serving();
+        let phase = phase.clone();
+        let route = route.clone();
+        async move {
+            let response = handle(route, request).await;
+            Ok::<_, Infallible>(response.map(|body| EndsPhase::new(body, phase)))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The screen counts fields too, but hyper must not refuse first at its own default.
+    // Left alone below that: an explicit cap moves hyper's header array to the heap.
+    if edge.limits.fields > HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(edge.limits.fields);
+    }
+    builder
+        .timer(TokioTimer::new())
+        // `ClockedIo` keeps the header and keep-alive timeouts.
+        .header_read_timeout(None)
+        // A client may shut its side after a whole request (`nc -N`, scripted clients,
+        // some health checkers) and still wants the answer, as gunicorn and nginx give
+        // it. A request cut short by the shutdown still fails as an incomplete body.
+        .half_close(true)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
 }
 
 /// The admin bind's loop: plain HTTP/1.1 for a few trusted scrapers and probes, none of an app

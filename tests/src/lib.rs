@@ -4,6 +4,7 @@
 pub mod harness;
 pub mod http;
 pub mod load;
+pub mod tls;
 pub mod trickle;
 pub mod util;
 
@@ -14,6 +15,7 @@ pub use harness::{
 };
 pub use http::{get, send, BodyEnd, Conn, Head, Request, Response};
 pub use load::{ClientSpec, Load, Outcome, Record, Tally};
+pub use tls::{Pair, TestCa, TlsConn};
 pub use trickle::{
     ensure_open_file_limit, open_files, Trickle, TrickleKind, TrickleReport, TrickleSpec,
 };
