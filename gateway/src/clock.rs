@@ -167,25 +167,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ClockedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
+    crate::delegate::delegate_write!(io, except flush);
 
     /// hyper flushes after writing out each response; after the last one of a response the
     /// connection is idle, and the keep-alive clock starts.
@@ -207,10 +189,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClockedIo<T> {
             let _ = this.poll_deadline(cx);
         }
         flushed
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -148,6 +148,10 @@ pub struct EdgeConfig {
     /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed.
     pub forwarded_allow_ips: Vec<ipnet::IpNet>,
     pub access_log: AccessLog,
+    /// The HTTP versions the app's binds speak.
+    pub http: HttpVersions,
+    /// Streams an HTTP/2 connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
 }
 
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 8190;
@@ -158,6 +162,7 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 pub const DEFAULT_RESPONSE_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 impl Default for EdgeConfig {
     fn default() -> EdgeConfig {
@@ -175,8 +180,52 @@ impl Default for EdgeConfig {
             compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
             forwarded_allow_ips: default_forwarded_allow_ips(),
             access_log: AccessLog::Off,
+            http: HttpVersions::Auto,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
         }
     }
+}
+
+/// The HTTP versions a bind speaks (`http`, `--http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersions {
+    /// HTTP/1.1 and HTTP/2: by ALPN over TLS, by the client's preface in clear text (h2c with
+    /// prior knowledge).
+    #[default]
+    Auto,
+    /// HTTP/1.1 (and 1.0) only.
+    Http1,
+    /// HTTP/2 only: ALPN `h2` over TLS, prior knowledge in clear text.
+    Http2,
+}
+
+impl HttpVersions {
+    pub fn parse(text: &str) -> Result<HttpVersions, String> {
+        match text.trim() {
+            "auto" => Ok(HttpVersions::Auto),
+            "1" | "1.1" => Ok(HttpVersions::Http1),
+            "2" => Ok(HttpVersions::Http2),
+            other => Err(format!("invalid http {other:?}; use 1, 2 or auto")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersions::Auto => "auto",
+            HttpVersions::Http1 => "1",
+            HttpVersions::Http2 => "2",
+        }
+    }
+}
+
+fn http_versions<'de, D: Deserializer<'de>>(de: D) -> Result<Option<HttpVersions>, D::Error> {
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(n) => HttpVersions::parse(&n.to_string()),
+        NumberOrText::Float(f) => HttpVersions::parse(&f.to_string()),
+        NumberOrText::Text(text) => HttpVersions::parse(&text),
+    }
+    .map(Some)
+    .map_err(serde::de::Error::custom)
 }
 
 /// The access log's format; each line goes to stdout.
@@ -331,6 +380,9 @@ struct FileApp {
     compress_min_size: Option<u64>,
     forwarded_allow_ips: Option<Spanned<AllowIps>>,
     access_log: Option<AccessLog>,
+    #[serde(default, deserialize_with = "http_versions")]
+    http: Option<HttpVersions>,
+    h2_max_concurrent_streams: Option<u32>,
 }
 
 /// `forwarded_allow_ips` as a list or as gunicorn's comma-separated string.
@@ -819,6 +871,11 @@ impl EdgeConfig {
             },
             if self.compress { "on" } else { "off" }
         ));
+        out.push_str(&format!(
+            "  http: {}, h2_max_concurrent_streams: {}\n",
+            self.http.as_str(),
+            self.h2_max_concurrent_streams
+        ));
         out
     }
 }
@@ -893,6 +950,10 @@ fn file_edge(
         ("limit_request_line", app.limit_request_line),
         ("limit_request_fields", app.limit_request_fields),
         ("limit_request_field_size", app.limit_request_field_size),
+        (
+            "h2_max_concurrent_streams",
+            app.h2_max_concurrent_streams.map(|n| n as usize),
+        ),
     ] {
         if value == Some(0) {
             return Err((None, format!("`{field}` must be at least 1")));
@@ -918,6 +979,10 @@ fn file_edge(
         compress_min_size: app.compress_min_size.unwrap_or(defaults.compress_min_size),
         forwarded_allow_ips,
         access_log: app.access_log.unwrap_or(defaults.access_log),
+        http: app.http.unwrap_or(defaults.http),
+        h2_max_concurrent_streams: app
+            .h2_max_concurrent_streams
+            .unwrap_or(defaults.h2_max_concurrent_streams),
     })
 }
 

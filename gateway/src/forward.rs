@@ -256,6 +256,9 @@ async fn forward_inner(
     // The body may have taken a while: serve it with whatever generation of the app is current.
     let app = route.load_full();
 
+    if parts.version == Version::HTTP_2 {
+        as_http1_fields(&mut parts);
+    }
     let meta = RequestMeta {
         request_id: request_id.as_bytes(),
         method: parts.method.as_str().as_bytes(),
@@ -325,6 +328,18 @@ async fn forward_inner(
         }
     };
     respond(&app, conn, head, context, sent_at, busy)
+}
+
+/// An HTTP/2 request's fields as a WSGI app expects HTTP/1.1's (RFC 9113 §8.3.1): a Host from
+/// `:authority` when there is none. (HTTP/2's separate cookie fields need nothing here: the
+/// worker joins repeated cookies with `; `.)
+fn as_http1_fields(parts: &mut http::request::Parts) {
+    if !parts.headers.contains_key(header::HOST) {
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
 }
 
 /// How long a request body may lag behind `min_body_rate` before it is cut off: the credit a

@@ -1037,9 +1037,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.pending.is_empty() {
-            let n = this.pending.len().min(buf.remaining());
-            buf.put_slice(&this.pending.split_to(n));
+        if crate::delegate::replay(&mut this.pending, buf) {
             return Poll::Ready(Ok(()));
         }
         if this.failed {
@@ -1104,33 +1102,7 @@ impl<T> Screened<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Screened<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
+    crate::delegate::delegate_write!(inner);
 }
 
 #[cfg(test)]

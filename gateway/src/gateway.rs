@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::admission::{self, ConnectionLimit};
-use crate::config::{BindConfig, Config};
+use crate::config::{AppConfig, BindConfig, Config};
+use crate::connection::Connections;
 use crate::forward::Route;
 use crate::metrics::Metrics;
 use crate::server;
@@ -53,7 +53,7 @@ struct Bind {
     tls: Arc<TlsSetting>,
     accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
-    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Connections>,
 }
 
 impl Bind {
@@ -66,13 +66,13 @@ impl Bind {
         let addr = listener.socket.local_addr()?;
         let route = Arc::new(Route::new(app.state.clone()));
         let accepting = CancellationToken::new();
-        let graceful = Arc::new(GracefulShutdown::new());
+        let connections = Arc::new(Connections::default());
         let tls = Arc::new(TlsSetting::new(listener.tls));
         let state = server::BindState {
             route: route.clone(),
             tls: tls.clone(),
             limit: limit.clone(),
-            graceful: graceful.clone(),
+            connections: connections.clone(),
         };
         let accept_loop = tokio::spawn(server::accept_loop(
             listener.socket,
@@ -91,7 +91,7 @@ impl Bind {
             tls,
             accepting,
             accept_loop,
-            graceful,
+            connections,
         })
     }
 
@@ -99,9 +99,7 @@ impl Bind {
     async fn close(self, wait: Duration) {
         self.accepting.cancel();
         let _ = self.accept_loop.await;
-        if let Ok(graceful) = Arc::try_unwrap(self.graceful) {
-            let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
-        }
+        self.connections.drain(wait).await;
     }
 }
 
@@ -174,13 +172,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// A kept bind's TLS after a reload: its files read again (a renewed certificate) or its new
 /// ones, for new connections. A file that cannot be used leaves the pair in use as it is.
-fn reload_tls(app: &str, bind: &BindConfig, setting: &TlsSetting) {
+fn reload_tls(app: &AppConfig, bind: &BindConfig, setting: &TlsSetting) {
     match &bind.tls {
         None => setting.set(None),
-        Some(files) => match tls::load(files) {
+        Some(files) => match tls::load(files, app.edge.http) {
             Ok(config) => setting.set(Some(config)),
             Err(err) => tracing::error!(
-                app,
+                app = %app.name,
                 addr = %bind.addr,
                 "reload: {err}; the bind keeps the certificate it had"
             ),
@@ -199,13 +197,15 @@ struct Listener {
 }
 
 /// Reads a bind's TLS files, then listens on its address.
-fn open_listener(app: &str, bind: &BindConfig) -> anyhow::Result<Listener> {
+fn open_listener(app: &AppConfig, bind: &BindConfig) -> anyhow::Result<Listener> {
     let tls = match &bind.tls {
-        Some(files) => {
-            Some(tls::load(files).with_context(|| format!("app {app}: bind {}: TLS", bind.addr))?)
-        }
+        Some(files) => Some(
+            tls::load(files, app.edge.http)
+                .with_context(|| format!("app {}: bind {}: TLS", app.name, bind.addr))?,
+        ),
         None => None,
     };
+    let app = &app.name;
     let socket =
         listen(bind.addr).with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
     Ok(Listener { socket, tls })
@@ -263,7 +263,7 @@ impl Gateway {
         let mut listeners = Vec::new();
         for app in &config.apps {
             for (position, bind) in app.binds.iter().enumerate() {
-                let listener = open_listener(&app.name, bind)?;
+                let listener = open_listener(app, bind)?;
                 listeners.push((BindKey::new(bind.addr, &app.name, position), listener));
             }
         }
@@ -329,7 +329,7 @@ impl Gateway {
                 if self.binds.iter().any(|b| b.key == key) {
                     continue;
                 }
-                match open_listener(&app.name, bind) {
+                match open_listener(app, bind) {
                     Ok(listener) => new_listeners.push((key, listener)),
                     Err(err) => {
                         tracing::error!("reload: {err:#}, so the running workers go on serving");
@@ -363,7 +363,7 @@ impl Gateway {
                 keep.insert(key.clone());
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
                     bind.route.store(apps[index].state.clone());
-                    reload_tls(&app.name, spec, &bind.tls);
+                    reload_tls(app, spec, &bind.tls);
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
                     match Bind::open(key, listener, &apps[index], &self.connections) {

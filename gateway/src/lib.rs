@@ -5,7 +5,10 @@
 //! - [`config`]: the YAML route table and the one-app command line, both as a [`Config`].
 //! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
 //!   scale, stop).
-//! - `server`: accept loops and HTTP/1.1 connections (plain or TLS) per bind.
+//! - `server`: accept loops per bind (TLS handshakes included) and what every request goes
+//!   through.
+//! - `connection`: one client connection: HTTP/1.1 or HTTP/2 (ALPN, h2c preface), and how it
+//!   ends (idle, drained).
 //! - `context`: what a request carries through the gateway (its id, the real client after
 //!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
 //!   writes the `access_log` line.
@@ -35,7 +38,9 @@ mod body_bufs;
 mod clock;
 mod compress;
 pub mod config;
+mod connection;
 mod context;
+mod delegate;
 mod error;
 mod forward;
 mod framing;

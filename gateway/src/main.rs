@@ -134,6 +134,13 @@ struct ServeArgs {
     /// Access log to stdout.
     #[arg(long, value_enum, default_value_t = AccessLog::Off)]
     access_log: AccessLog,
+    /// HTTP versions served: 1 (HTTP/1.1 only), 2 (HTTP/2 only), or auto (both: ALPN over TLS,
+    /// prior knowledge in clear text).
+    #[arg(long, default_value = "auto", value_parser = config::HttpVersions::parse)]
+    http: config::HttpVersions,
+    /// Streams an HTTP/2 connection may have open at once.
+    #[arg(long, default_value_t = config::DEFAULT_H2_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    h2_max_concurrent_streams: u32,
     /// Admin address for /metrics, /healthz and /readyz (off unless set).
     #[arg(long, value_parser = config::parse_bind)]
     admin: Option<std::net::SocketAddr>,
@@ -214,6 +221,8 @@ impl ServeArgs {
                     compress_min_size: self.compress_min_size,
                     forwarded_allow_ips,
                     access_log: self.access_log,
+                    http: self.http,
+                    h2_max_concurrent_streams: self.h2_max_concurrent_streams,
                 },
             }],
             admin: self.admin,

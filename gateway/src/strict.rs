@@ -9,13 +9,14 @@ use std::sync::Arc;
 use axum::extract::Request;
 use http::{header, Method, Uri, Version};
 
+use crate::config::EdgeConfig;
 use crate::error::GatewayError;
 use crate::forward::ConnInfo;
 use crate::framing::{Fault, RawTarget, Screen};
 
 /// Every check of [`check`]; a refusal is logged at debug.
-pub(crate) fn admit(request: &mut Request) -> Result<(), GatewayError> {
-    match check(request) {
+pub(crate) fn admit(request: &mut Request, edge: &EdgeConfig) -> Result<(), GatewayError> {
+    match check(request, edge) {
         Ok(raw_target) => {
             if let Some(raw_target) = raw_target {
                 request.extensions_mut().insert(raw_target);
@@ -31,7 +32,11 @@ pub(crate) fn admit(request: &mut Request) -> Result<(), GatewayError> {
 }
 
 /// Every check, in order; the screen's verdict first, since it covers the whole head.
-fn check(request: &Request) -> Result<Option<RawTarget>, GatewayError> {
+fn check(request: &Request, edge: &EdgeConfig) -> Result<Option<RawTarget>, GatewayError> {
+    if request.version() == Version::HTTP_2 {
+        check_http2(request, edge)?;
+        return Ok(None);
+    }
     // Without a screen (a router driven directly, without a socket) only the parsed checks run.
     let raw_target = match request.extensions().get::<Arc<Screen>>() {
         Some(screen) => screen.admit().map_err(rejection)?,
@@ -40,6 +45,45 @@ fn check(request: &Request) -> Result<Option<RawTarget>, GatewayError> {
     check_target(request.method(), request.uri())?;
     check_host(request)?;
     Ok(raw_target)
+}
+
+/// An HTTP/2 request (RFC 9113 §8.3), whose framing and pseudo-header fields the h2 crate has
+/// checked: a path in origin form (or `*` for OPTIONS), an authority in `:authority` or Host
+/// (the same one if both are there), and header fields within the HTTP/1.1 limits, which
+/// get 431 as there.
+fn check_http2(request: &Request, edge: &EdgeConfig) -> Result<(), GatewayError> {
+    let headers = request.headers();
+    if headers.len() > edge.limit_request_fields
+        || headers.iter().any(|(name, value)| {
+            name.as_str().len() + 2 + value.len() > edge.limit_request_field_size
+        })
+    {
+        return Err(GatewayError::HeaderFieldsTooLarge);
+    }
+    let uri = request.uri();
+    match uri.path() {
+        "*" if request.method() == Method::OPTIONS && uri.query().is_none() => {}
+        path if path.starts_with('/') => {}
+        _ => return Err(GatewayError::Malformed("HTTP/2 :path not in origin form")),
+    }
+    let authority = uri.authority().map(|a| a.as_str().as_bytes());
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(GatewayError::Malformed("more than one Host")),
+        (host, _) => host.map(|h| h.as_bytes()),
+    };
+    let authority = match (authority, host) {
+        (None, None) => return Err(GatewayError::Malformed("HTTP/2 request without :authority")),
+        (Some(a), Some(h)) if a != h => {
+            return Err(GatewayError::Malformed(":authority and Host disagree"))
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+    };
+    if !valid_host(authority) {
+        return Err(GatewayError::Malformed("invalid :authority"));
+    }
+    Ok(())
 }
 
 fn rejection(fault: Option<Fault>) -> GatewayError {

@@ -16,10 +16,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::TlsFiles;
+use crate::config::{HttpVersions, TlsFiles};
 
-/// The application protocols offered in ALPN.
-const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1"];
+/// The application protocols offered in ALPN, most preferred first.
+fn alpn_protocols(http: HttpVersions) -> Vec<Vec<u8>> {
+    let offered: &[&[u8]] = match http {
+        HttpVersions::Auto => &[b"h2", b"http/1.1"],
+        HttpVersions::Http1 => &[b"http/1.1"],
+        HttpVersions::Http2 => &[b"h2"],
+    };
+    offered.iter().map(|p| p.to_vec()).collect()
+}
 
 /// Why a bind's TLS files could not be used; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +54,8 @@ fn file_error(path: &Path, why: impl ToString) -> TlsError {
     }
 }
 
-/// Reads a bind's files into a server configuration.
-pub(crate) fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+/// Reads a bind's files into a server configuration that offers the `http` versions.
+pub(crate) fn load(files: &TlsFiles, http: HttpVersions) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = read_certs(&files.certfile)?;
     let key = PrivateKeyDer::from_pem_file(&files.keyfile).map_err(|err| {
@@ -89,7 +96,7 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                 why: other.to_string(),
             },
         })?;
-    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn_protocols(http);
     Ok(Arc::new(config))
 }
 
@@ -109,7 +116,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn check(config: &crate::Config) -> Result<(), TlsError> {
     for app in &config.apps {
         for files in app.binds.iter().filter_map(|bind| bind.tls.as_ref()) {
-            load(files)?;
+            load(files, app.edge.http)?;
         }
     }
     Ok(())
@@ -154,9 +161,13 @@ mod tests {
             keyfile: keyfile.to_owned(),
             ca_certs: None,
         };
-        let err = load(&files(&missing, &junk)).unwrap_err().to_string();
+        let err = load(&files(&missing, &junk), HttpVersions::Auto)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(&missing.display().to_string()), "{err}");
-        let err = load(&files(&junk, &junk)).unwrap_err().to_string();
+        let err = load(&files(&junk, &junk), HttpVersions::Auto)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no certificate"), "{err}");
         assert!(err.starts_with(&junk.display().to_string()), "{err}");
     }

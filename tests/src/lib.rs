@@ -20,6 +20,6 @@ pub use trickle::{
     ensure_open_file_limit, open_files, Trickle, TrickleKind, TrickleReport, TrickleSpec,
 };
 pub use util::{
-    form_urlencoded, hex, sha256_hex, test_bytes, try_wait_for, wait_for, CookieJar, Hasher,
+    curl, form_urlencoded, hex, sha256_hex, test_bytes, try_wait_for, wait_for, CookieJar, Hasher,
     Multipart,
 };

@@ -235,6 +235,21 @@ impl CookieJar {
     }
 }
 
+/// curl, a real client, with `args` (and `--silent --show-error --max-time 20`): whether it
+/// succeeded, its stdout and its stderr.
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sluice_tests::{
-    get, sluice_check, wait_for, Pair, Request, Sluice, SluiceHandle, TestCa, TlsConn, DEADLINE,
+    curl, get, sluice_check, wait_for, Pair, Request, Sluice, SluiceHandle, TestCa, TlsConn,
+    DEADLINE,
 };
 
 fn serve_tls(pair: &Pair, extra: &[&str]) -> SluiceHandle {
@@ -29,21 +30,6 @@ fn https_environ(conn: &mut TlsConn) -> Value {
     let resp = conn.request(&Request::get("/environ")).expect("a response");
     assert_eq!(resp.status(), 200);
     resp.json()
-}
-
-/// A real client: curl, trusting the test CA, with extra arguments; returns (exit ok, stdout,
-/// stderr).
-fn curl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl is installed (.ci/run installs it)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn path_str(path: &Path) -> &str {
@@ -109,14 +95,14 @@ fn https_requests_are_served_with_the_https_scheme() {
     assert!(!ok, "curl trusted an unknown CA");
     assert!(err.contains("certificate"), "{err}");
 
-    // openssl s_client: ALPN picks http/1.1 when the client offers it beside h2.
+    // openssl s_client: a client that offers only http/1.1 gets it (h2 first: http2.rs).
     let out = Command::new("openssl")
         .args([
             "s_client",
             "-connect",
             &addr.to_string(),
             "-alpn",
-            "h2,http/1.1",
+            "http/1.1",
         ])
         .args(["-CAfile", path_str(&ca.ca_file())])
         .stdin(std::process::Stdio::null())
