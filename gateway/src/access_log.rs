@@ -22,8 +22,8 @@ pub(crate) struct AccessRecord {
     pub(crate) tls: bool,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
-    /// The TCP peer (a proxy, when the client came through one).
-    pub(crate) peer: SocketAddr,
+    /// The TCP peer (a proxy, when the client came through one); `None` on a Unix socket.
+    pub(crate) peer: Option<SocketAddr>,
 }
 
 /// How a request ended, for its line.
@@ -57,6 +57,11 @@ fn version_str(version: Version) -> &'static str {
     }
 }
 
+/// A peer as the log shows it: its address, or `unix` for a Unix socket's.
+fn peer_str(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unix".to_owned(), |p| p.to_string())
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
@@ -73,7 +78,10 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
         |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", ms(d)));
     format!(
         "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer} tls={tls}\n",
-        client = outcome.context.client.ip(),
+        client = outcome
+            .context
+            .client
+            .map_or_else(|| "-".to_owned(), |c| c.ip().to_string()),
         time = now.format(CLF).unwrap_or_default(),
         method = escape(record.method.as_str().as_bytes()),
         target = escape(&record.target),
@@ -87,7 +95,7 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
         total = ms(outcome.total),
         queue = opt_ms(timing.queued()),
         python = opt_ms(timing.python()),
-        peer = record.peer,
+        peer = peer_str(record.peer),
         tls = if record.tls { "on" } else { "off" },
     )
 }
@@ -108,8 +116,8 @@ fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime)
         "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "app": record.app,
         "request_id": outcome.context.id_str(),
-        "client": outcome.context.client.ip().to_string(),
-        "peer": record.peer.to_string(),
+        "client": outcome.context.client.map(|c| c.ip().to_string()),
+        "peer": peer_str(record.peer),
         "method": record.method.as_str(),
         "path": path,
         "query": query,
@@ -150,7 +158,7 @@ mod tests {
     fn context() -> RequestContext {
         let context = RequestContext {
             id: HeaderValue::from_static("abc-123"),
-            client: "203.0.113.7:0".parse().unwrap(),
+            client: Some("203.0.113.7:0".parse().unwrap()),
             scheme: sluice_proto::Scheme::Https,
             host: None,
             timing: Timing::default(),
@@ -179,7 +187,7 @@ mod tests {
             tls: true,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),
-            peer: "127.0.0.1:5000".parse().unwrap(),
+            peer: Some("127.0.0.1:5000".parse().unwrap()),
         }
     }
 

@@ -65,17 +65,43 @@ pub struct AppConfig {
     pub edge: EdgeConfig,
 }
 
+/// Where a bind listens: a TCP address, or a Unix socket's path (`unix:/run/app.sock`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BindAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Tcp(addr) => write!(f, "{addr}"),
+            BindAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The mode of a Unix-socket bind's file when none is configured: the owner and its group may
+/// connect (an nginx in the group), nobody else.
+pub const DEFAULT_UNIX_MODE: u32 = 0o660;
+
 /// One address an app listens on, and how connections to it are secured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindConfig {
-    pub addr: SocketAddr,
+    pub addr: BindAddr,
     /// TLS terminated here with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
+    /// The permission bits of a Unix socket's file.
+    pub unix_mode: u32,
 }
 
 impl BindConfig {
     pub fn plain(addr: SocketAddr) -> BindConfig {
-        BindConfig { addr, tls: None }
+        BindConfig {
+            addr: BindAddr::Tcp(addr),
+            tls: None,
+            unix_mode: DEFAULT_UNIX_MODE,
+        }
     }
 }
 
@@ -382,6 +408,8 @@ struct FileApp {
     access_log: Option<AccessLog>,
     #[serde(default, deserialize_with = "http_versions")]
     http: Option<HttpVersions>,
+    #[serde(default, deserialize_with = "unix_mode")]
+    unix_mode: Option<u32>,
     h2_max_concurrent_streams: Option<u32>,
 }
 
@@ -408,17 +436,28 @@ enum BindSpec {
 }
 
 impl BindSpec {
+    /// A TCP address (the admin bind's kind).
     fn addr(&self) -> Result<SocketAddr, String> {
-        match self {
-            BindSpec::Port(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port)),
-            BindSpec::Text(text) => parse_bind(text),
-            BindSpec::Tls { addr, .. } => addr.addr(),
+        match self.bind_addr(Path::new("."))? {
+            BindAddr::Tcp(addr) => Ok(addr),
+            BindAddr::Unix(_) => Err("a HOST:PORT, not a Unix socket".into()),
         }
     }
 
-    /// The bind, its TLS files resolved against `base`.
-    fn bind(&self, base: &Path) -> Result<BindConfig, String> {
-        let addr = self.addr()?;
+    fn bind_addr(&self, base: &Path) -> Result<BindAddr, String> {
+        match self {
+            BindSpec::Port(port) => Ok(BindAddr::Tcp(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                *port,
+            ))),
+            BindSpec::Text(text) => parse_bind_addr(base, text),
+            BindSpec::Tls { addr, .. } => addr.bind_addr(base),
+        }
+    }
+
+    /// The bind, its paths resolved against `base`.
+    fn bind(&self, base: &Path, unix_mode: u32) -> Result<BindConfig, String> {
+        let addr = self.bind_addr(base)?;
         let BindSpec::Tls {
             certfile,
             keyfile,
@@ -426,7 +465,11 @@ impl BindSpec {
             ..
         } = self
         else {
-            return Ok(BindConfig::plain(addr));
+            return Ok(BindConfig {
+                addr,
+                tls: None,
+                unix_mode,
+            });
         };
         let tls = match (certfile, keyfile) {
             (Some(certfile), Some(keyfile)) => Some(TlsFiles {
@@ -443,7 +486,11 @@ impl BindSpec {
             (Some(_), None) => return Err(format!("bind {addr}: `certfile` needs `keyfile`")),
             (None, Some(_)) => return Err(format!("bind {addr}: `keyfile` needs `certfile`")),
         };
-        Ok(BindConfig { addr, tls })
+        Ok(BindConfig {
+            addr,
+            tls,
+            unix_mode,
+        })
     }
 }
 
@@ -513,10 +560,43 @@ impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
 }
 
 /// The app (and its line) that already holds a bind clashing with `addr`, if any.
-fn taken_by(seen: &[(SocketAddr, String, u64)], addr: SocketAddr) -> Option<(&str, u64)> {
+fn taken_by<'s>(seen: &'s [(BindAddr, String, u64)], addr: &BindAddr) -> Option<(&'s str, u64)> {
     seen.iter()
-        .find(|(seen, _, _)| binds_clash(*seen, addr))
+        .find(|(seen, _, _)| match (seen, addr) {
+            (BindAddr::Tcp(a), BindAddr::Tcp(b)) => binds_clash(*a, *b),
+            (BindAddr::Unix(a), BindAddr::Unix(b)) => a == b,
+            _ => false,
+        })
         .map(|(_, app, line)| (app.as_str(), *line))
+}
+
+/// A bind as gunicorn takes it, `unix:PATH` included (relative to `base`).
+pub fn parse_bind_addr(base: &Path, text: &str) -> Result<BindAddr, String> {
+    match text.trim().strip_prefix("unix:") {
+        Some("") => Err(format!("invalid bind {text:?}: unix: needs a path")),
+        Some(path) => Ok(BindAddr::Unix(resolve_path(base, path))),
+        None => parse_bind(text).map(BindAddr::Tcp),
+    }
+}
+
+/// A Unix socket file's mode, in octal as chmod takes it: `660`, `0660`, `0o660`.
+pub fn parse_unix_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|&mode| mode <= 0o777)
+        .ok_or_else(|| format!("invalid unix_mode {text:?}; give octal permission bits like 0660"))
+}
+
+fn unix_mode<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    // A number is read by its digits, so `unix_mode: 660` is rw-rw---- like `"0660"`.
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(n) => parse_unix_mode(&n.to_string()),
+        NumberOrText::Float(f) => parse_unix_mode(&f.to_string()),
+        NumberOrText::Text(text) => parse_unix_mode(&text),
+    }
+    .map(Some)
+    .map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]
@@ -663,7 +743,7 @@ impl Config {
             ));
         }
         let mut apps: Vec<AppConfig> = Vec::new();
-        let mut seen: Vec<(SocketAddr, String, u64)> = Vec::new();
+        let mut seen: Vec<(BindAddr, String, u64)> = Vec::new();
         for (name, spanned) in &file.apps.value {
             let at = &spanned.referenced;
             let app = &spanned.value;
@@ -707,12 +787,13 @@ impl Config {
             let mut binds = Vec::new();
             for spec in &bind.value {
                 let at = &spec.referenced;
+                let unix_mode = app.unix_mode.unwrap_or(DEFAULT_UNIX_MODE);
                 let bind = spec
                     .value
-                    .bind(&base)
+                    .bind(&base, unix_mode)
                     .map_err(|e| error_at(at.line(), at.column(), format!("app {name}: {e}")))?;
-                let addr = bind.addr;
-                if let Some((other, line)) = taken_by(&seen, addr) {
+                let addr = bind.addr.clone();
+                if let Some((other, line)) = taken_by(&seen, &addr) {
                     return Err(error_at(
                         at.line(),
                         at.column(),
@@ -771,7 +852,7 @@ impl Config {
                     .value
                     .addr()
                     .map_err(|e| error_at(at.line(), at.column(), format!("admin: {e}")))?;
-                if let Some((other, line)) = taken_by(&seen, addr) {
+                if let Some((other, line)) = taken_by(&seen, &BindAddr::Tcp(addr)) {
                     return Err(error_at(
                         at.line(),
                         at.column(),
@@ -1187,7 +1268,10 @@ mod tests {
         .unwrap();
         let binds = &config.apps[0].binds;
         assert_eq!(binds[0], BindConfig::plain("0.0.0.0:8000".parse().unwrap()));
-        assert_eq!(binds[1].addr, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(
+            binds[1].addr,
+            BindAddr::Tcp("127.0.0.1:8443".parse().unwrap())
+        );
         assert_eq!(
             binds[1].tls,
             Some(TlsFiles {
@@ -1196,7 +1280,10 @@ mod tests {
                 ca_certs: None,
             })
         );
-        assert_eq!(binds[2].addr, "0.0.0.0:9443".parse().unwrap());
+        assert_eq!(
+            binds[2].addr,
+            BindAddr::Tcp("0.0.0.0:9443".parse().unwrap())
+        );
         let tls = binds[2].tls.as_ref().unwrap();
         assert_eq!(
             tls.ca_certs.as_deref(),
@@ -1229,6 +1316,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("the admin bind has no TLS"), "{err}");
+    }
+
+    #[test]
+    fn unix_binds_resolve_against_the_file_and_clash_by_path() {
+        let config = parse(
+            "apps:\n  a:\n    app: x:y\n    unix_mode: 600\n    bind: [\"unix:run/a.sock\", \"unix:/tmp/b.sock\"]\n",
+        )
+        .unwrap();
+        let binds = &config.apps[0].binds;
+        assert_eq!(
+            binds[0].addr,
+            BindAddr::Unix("/etc/sluice/run/a.sock".into())
+        );
+        assert_eq!(binds[0].addr.to_string(), "unix:/etc/sluice/run/a.sock");
+        assert_eq!(binds[1].unix_mode, 0o600);
+        let err = parse("apps:\n  a:\n    app: x:y\n    bind: [\"unix:/s\"]\n  b:\n    app: x:z\n    bind: [\"unix:/s\"]\n")
+            .unwrap_err();
+        assert!(err.message.contains("already taken by app a"), "{err}");
+        let err =
+            parse("admin: \"unix:/s\"\napps:\n  a:\n    app: x:y\n    bind: [1]\n").unwrap_err();
+        assert!(err.message.contains("not a Unix socket"), "{err}");
+        assert!(parse("apps:\n  a:\n    app: x:y\n    bind: [\"unix:\"]\n").is_err());
+        assert_eq!(parse_unix_mode("0o660"), Ok(0o660));
+        assert_eq!(parse_unix_mode("0755"), Ok(0o755));
+        assert!(parse_unix_mode("0800").is_err());
+        assert!(parse_unix_mode("1777").is_err());
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub(crate) async fn serve<T>(
         match tokio::time::timeout(edge.timeouts.header, sniff(stream)).await {
             Ok(Ok(sniffed)) => sniffed,
             Ok(Err(err)) => {
-                tracing::debug!(%peer, "connection ended: {err}");
+                tracing::debug!(?peer, "connection ended: {err}");
                 return;
             }
             // Silent since accept: nothing to answer.
@@ -158,7 +158,7 @@ pub(crate) async fn serve<T>(
         }
     };
     if let Err(err) = ended {
-        tracing::debug!(%peer, "connection ended: {err}");
+        tracing::debug!(?peer, "connection ended: {err}");
     }
 }
 

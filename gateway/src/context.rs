@@ -33,8 +33,8 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Set once per request by [`Observation::begin`]; the forwarder reads it from the request's extensions.
 pub(crate) struct RequestContext {
     pub(crate) id: HeaderValue,
-    /// The client as the outermost trusted proxy saw it, else the TCP peer.
-    pub(crate) client: SocketAddr,
+    /// The client as the outermost trusted proxy saw it, else the peer (none on a Unix socket).
+    pub(crate) client: Option<SocketAddr>,
     pub(crate) scheme: Scheme,
     /// The host the outermost trusted proxy was asked for; the app sees it as `HTTP_HOST`.
     /// The request's own Host header is left as it came, for the strict checks.
@@ -152,7 +152,7 @@ impl Observation {
         let forwarded = proxy::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
         let context = Arc::new(RequestContext {
             id: id.clone(),
-            client: forwarded.client.unwrap_or(info.peer),
+            client: forwarded.client.or(info.peer),
             scheme: forwarded.scheme.unwrap_or(if info.tls {
                 Scheme::Https
             } else {

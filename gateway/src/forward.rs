@@ -49,8 +49,9 @@ const COALESCE_BYTES: usize = 16 * 1024;
 /// What the forwarder knows about the client connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnInfo {
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
+    /// `None` on a Unix socket, whose peers have no address.
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
     /// The connection came over TLS.
     pub(crate) tls: bool,
 }

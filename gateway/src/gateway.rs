@@ -8,18 +8,20 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::activation::{Inherited, Passed};
 use crate::admin::{self, Admin};
 use crate::admission::{self, ConnectionLimit};
-use crate::config::{AppConfig, BindConfig, Config};
+use crate::config::{AppConfig, BindAddr, BindConfig, Config};
 use crate::connection::Connections;
 use crate::forward::Route;
 use crate::metrics::Metrics;
@@ -33,15 +35,16 @@ use crate::tls::{self, TlsSetting};
 /// does not move it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BindKey {
-    configured: SocketAddr,
+    configured: BindAddr,
     app: Option<(String, usize)>,
 }
 
 impl BindKey {
-    fn new(configured: SocketAddr, app: &str, position: usize) -> BindKey {
+    fn new(configured: &BindAddr, app: &str, position: usize) -> BindKey {
+        let fresh = matches!(configured, BindAddr::Tcp(addr) if addr.port() == 0);
         BindKey {
-            configured,
-            app: (configured.port() == 0).then(|| (app.to_owned(), position)),
+            configured: configured.clone(),
+            app: fresh.then(|| (app.to_owned(), position)),
         }
     }
 }
@@ -54,6 +57,8 @@ struct Bind {
     accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
     connections: Arc<Connections>,
+    /// The Unix socket file sluice made for this bind, removed when the bind closes.
+    _unix_file: Option<UnixFile>,
 }
 
 impl Bind {
@@ -74,11 +79,16 @@ impl Bind {
             limit: limit.clone(),
             connections: connections.clone(),
         };
-        let accept_loop = tokio::spawn(server::accept_loop(
-            listener.socket,
-            state,
-            accepting.clone(),
-        ));
+        let (accept_loop, unix_file) = match listener.socket {
+            Socket::Tcp(socket) => (
+                tokio::spawn(server::accept_loop(socket, state, accepting.clone())),
+                None,
+            ),
+            Socket::Unix(socket, file) => (
+                tokio::spawn(server::accept_loop(socket, state, accepting.clone())),
+                file,
+            ),
+        };
         let scheme = if tls.current().is_some() {
             "https"
         } else {
@@ -92,6 +102,7 @@ impl Bind {
             accepting,
             accept_loop,
             connections,
+            _unix_file: unix_file,
         })
     }
 
@@ -99,6 +110,7 @@ impl Bind {
     async fn close(self, wait: Duration) {
         self.accepting.cancel();
         let _ = self.accept_loop.await;
+        drop(self._unix_file);
         self.connections.drain(wait).await;
     }
 }
@@ -147,14 +159,18 @@ struct Gateway {
     draining: JoinSet<()>,
     /// Numbers each app of each generation, keeping their socket names apart.
     next_app_index: usize,
+    /// Sockets passed by systemd that no bind has taken yet (a reload may add the bind).
+    inherited: Inherited,
 }
 
 /// Serves `config` until a stop signal; returns once every worker has stopped.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `inherited`: the sockets systemd passed ([`Inherited::from_env`], taken before the runtime
+/// started).
+pub async fn run(config: Config, inherited: Inherited) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let rundir = Arc::new(RunDir::prepare()?);
     let mut gateway = tokio::select! {
-        gateway = Gateway::start(config, rundir) => gateway?,
+        gateway = Gateway::start(config, rundir, inherited) => gateway?,
         _ = wait_for_stop(&mut signals) => anyhow::bail!("stopped by a signal during start-up"),
     };
     loop {
@@ -192,12 +208,48 @@ async fn wait_for_stop(signals: &mut Signals) {
 
 /// A socket listening for a bind, with the TLS configuration it starts with.
 struct Listener {
-    socket: TcpListener,
+    socket: Socket,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Reads a bind's TLS files, then listens on its address.
-fn open_listener(app: &AppConfig, bind: &BindConfig) -> anyhow::Result<Listener> {
+/// A listening socket of either kind; a Unix one with the file sluice made for it, if it did.
+enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener, Option<UnixFile>),
+}
+
+/// A Unix socket's file that sluice made: removed when dropped (the bind closed, or start-up
+/// failed after it was made). One left by a crash is replaced at the next start.
+struct UnixFile(PathBuf);
+
+impl Drop for UnixFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Socket {
+    /// What the log and the admin show: the address, or the socket's path.
+    fn local_addr(&self) -> std::io::Result<BindAddr> {
+        match self {
+            Socket::Tcp(socket) => socket.local_addr().map(BindAddr::Tcp),
+            Socket::Unix(socket, _) => {
+                let addr = socket.local_addr()?;
+                let path = addr.as_pathname().unwrap_or(Path::new("(unnamed)"));
+                Ok(BindAddr::Unix(path.to_owned()))
+            }
+        }
+    }
+}
+
+/// Reads a bind's TLS files, then listens on its address, or takes the socket systemd passed
+/// for it.
+fn open_listener(
+    app: &AppConfig,
+    bind: &BindConfig,
+    inherited: &mut Inherited,
+    app_names: &[&str],
+) -> anyhow::Result<Listener> {
     let tls = match &bind.tls {
         Some(files) => Some(
             tls::load(files, app.edge.http)
@@ -206,9 +258,61 @@ fn open_listener(app: &AppConfig, bind: &BindConfig) -> anyhow::Result<Listener>
         None => None,
     };
     let app = &app.name;
-    let socket =
-        listen(bind.addr).with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
+    let passed = inherited
+        .take(app, &bind.addr, app_names)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(passed) = passed {
+        let socket = match passed {
+            Passed::Tcp(socket) => socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket))
+                .map(Socket::Tcp),
+            // systemd made the file and removes it.
+            Passed::Unix(socket) => socket
+                .set_nonblocking(true)
+                .and_then(|()| UnixListener::from_std(socket))
+                .map(|socket| Socket::Unix(socket, None)),
+        }
+        .with_context(|| format!("app {app}: the socket systemd passed for {}", bind.addr))?;
+        tracing::info!(app, bind = %bind.addr, "using a socket passed by systemd");
+        return Ok(Listener { socket, tls });
+    }
+    let socket = match &bind.addr {
+        BindAddr::Tcp(addr) => listen(*addr).map(Socket::Tcp),
+        BindAddr::Unix(path) => listen_unix(path, bind.unix_mode)
+            .map(|socket| Socket::Unix(socket, Some(UnixFile(path.clone())))),
+    }
+    .with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
     Ok(Listener { socket, tls })
+}
+
+/// Listens on a Unix socket at `path` with the file mode `mode`. A socket file left by a run
+/// that crashed (nobody accepts on it) is replaced; one a running server answers on, or a file
+/// that is no socket, is an error.
+fn listen_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "a running server answers on it",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let socket = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(socket)
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -257,15 +361,23 @@ async fn start_apps(
 }
 
 impl Gateway {
-    async fn start(config: Config, rundir: Arc<RunDir>) -> anyhow::Result<Gateway> {
+    async fn start(
+        config: Config,
+        rundir: Arc<RunDir>,
+        mut inherited: Inherited,
+    ) -> anyhow::Result<Gateway> {
         admission::raise_open_file_limit(&config);
         // Bind first: a taken port fails in milliseconds, before any Python starts.
         let mut listeners = Vec::new();
+        let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
         for app in &config.apps {
             for (position, bind) in app.binds.iter().enumerate() {
-                let listener = open_listener(app, bind)?;
-                listeners.push((BindKey::new(bind.addr, &app.name, position), listener));
+                let listener = open_listener(app, bind, &mut inherited, &names)?;
+                listeners.push((BindKey::new(&bind.addr, &app.name, position), listener));
             }
+        }
+        if !inherited.is_empty() {
+            tracing::warn!("systemd passed more sockets than there are binds; the rest are unused");
         }
         let metrics = Arc::new(Metrics::new());
         // The admin bind answers /healthz while the apps start; /readyz says not yet.
@@ -288,6 +400,7 @@ impl Gateway {
         }
         let mut gateway = Gateway {
             next_app_index: config.apps.len(),
+            inherited,
             connections: ConnectionLimit::new(config.max_connections),
             config,
             rundir,
@@ -323,13 +436,14 @@ impl Gateway {
         tracing::info!("reload: starting new workers");
 
         let mut new_listeners = Vec::new();
+        let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
         for app in &config.apps {
             for (position, bind) in app.binds.iter().enumerate() {
-                let key = BindKey::new(bind.addr, &app.name, position);
+                let key = BindKey::new(&bind.addr, &app.name, position);
                 if self.binds.iter().any(|b| b.key == key) {
                     continue;
                 }
-                match open_listener(app, bind) {
+                match open_listener(app, bind, &mut self.inherited, &names) {
                     Ok(listener) => new_listeners.push((key, listener)),
                     Err(err) => {
                         tracing::error!("reload: {err:#}, so the running workers go on serving");
@@ -358,7 +472,7 @@ impl Gateway {
         let mut keep = HashSet::new();
         for (index, app) in config.apps.iter().enumerate() {
             for (position, spec) in app.binds.iter().enumerate() {
-                let addr = spec.addr;
+                let addr = &spec.addr;
                 let key = BindKey::new(addr, &app.name, position);
                 keep.insert(key.clone());
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {

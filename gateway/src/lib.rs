@@ -12,6 +12,7 @@
 //! - `context`: what a request carries through the gateway (its id, the real client after
 //!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
 //!   writes the `access_log` line.
+//! - `activation`: listening sockets passed by systemd (socket activation).
 //! - `tls`: TLS termination (rustls): a TLS bind's certificate and key, swapped on SIGHUP.
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `clock`: a client connection's header and keep-alive timeouts.
@@ -32,6 +33,7 @@
 //! - `shutdown`: the signals the gateway answers.
 
 mod access_log;
+mod activation;
 mod admin;
 mod admission;
 mod body_bufs;
@@ -57,6 +59,7 @@ mod strict;
 mod supervisor;
 mod tls;
 
+pub use activation::Inherited;
 pub use config::{AppConfig, Config, ConfigError};
 pub use gateway::run;
 pub use shutdown::Stop;

@@ -39,9 +39,13 @@ enum Command {
 struct ServeArgs {
     /// The WSGI callable, module:callable (e.g. myproject.wsgi:application).
     app: String,
-    /// Address to listen on (HOST:PORT, [IPv6]:PORT, or a bare PORT for 0.0.0.0:PORT); repeatable.
-    #[arg(short, long = "bind", default_value = "127.0.0.1:8000", value_parser = config::parse_bind)]
-    bind: Vec<std::net::SocketAddr>,
+    /// Address to listen on (HOST:PORT, [IPv6]:PORT, a bare PORT for 0.0.0.0:PORT, or
+    /// unix:PATH); repeatable.
+    #[arg(short, long = "bind", default_value = "127.0.0.1:8000")]
+    bind: Vec<String>,
+    /// Permission bits of unix: bind sockets, in octal.
+    #[arg(long, default_value = "0660", value_parser = config::parse_unix_mode)]
+    unix_mode: u32,
     /// TLS certificate chain (PEM, leaf first): every --bind serves HTTPS.
     #[arg(long, requires = "keyfile")]
     certfile: Option<PathBuf>,
@@ -179,12 +183,17 @@ impl ServeArgs {
         };
         let binds = self
             .bind
-            .into_iter()
-            .map(|addr| config::BindConfig {
-                addr,
-                tls: tls.clone(),
+            .iter()
+            .map(|text| {
+                let addr =
+                    config::parse_bind_addr(&cwd, text).map_err(|e| format!("--bind: {e}"))?;
+                Ok(config::BindConfig {
+                    addr,
+                    tls: tls.clone(),
+                    unix_mode: self.unix_mode,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(Config {
             source: None,
             apps: vec![AppConfig {
@@ -280,6 +289,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Before any thread starts: it clears the variables systemd set.
+    let inherited = sluice_gateway::Inherited::from_env();
     batch_scheduling();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.gateway_threads)
@@ -293,7 +304,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sluice_gateway::run(config)) {
+    match runtime.block_on(sluice_gateway::run(config, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

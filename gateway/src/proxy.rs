@@ -33,9 +33,12 @@ pub(crate) fn is_trusted(allow: &[IpNet], ip: IpAddr) -> bool {
     allow.iter().any(|net| net.contains(&ip))
 }
 
-/// The forwarded view of a request that came from `peer`, if `peer` is trusted.
-pub(crate) fn resolve(peer: SocketAddr, headers: &HeaderMap, allow: &[IpNet]) -> Forwarded {
-    if !is_trusted(allow, peer.ip()) {
+/// The forwarded view of a request that came from `peer`, if `peer` is trusted. A peer on a
+/// Unix socket (`None`) is a process on this machine allowed to open the socket's file, and is
+/// trusted as 127.0.0.1 would be: an nginx in front is the usual one.
+pub(crate) fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, allow: &[IpNet]) -> Forwarded {
+    let ip = peer.map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |p| p.ip());
+    if !is_trusted(allow, ip) {
         return Forwarded::default();
     }
     if headers.contains_key(FORWARDED) {
@@ -262,8 +265,8 @@ mod tests {
         map
     }
 
-    fn peer(ip: &str) -> SocketAddr {
-        SocketAddr::new(ip.parse().unwrap(), 40000)
+    fn peer(ip: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().unwrap(), 40000))
     }
 
     fn client(f: &Forwarded) -> Option<String> {
@@ -282,6 +285,15 @@ mod tests {
             Forwarded::default()
         );
         assert_eq!(resolve(peer("127.0.0.1"), &h, &[]), Forwarded::default());
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_trusted_as_localhost_is() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        let f = resolve(None, &h, &allow());
+        assert_eq!(client(&f).as_deref(), Some("203.0.113.7"));
+        let only_lb: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(resolve(None, &h, &only_lb), Forwarded::default());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
 //! was accepted.
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -71,38 +74,72 @@ pub(crate) struct BindState {
     pub(crate) connections: Arc<Connections>,
 }
 
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
+/// A listening socket of an app bind: TCP or Unix.
+pub(crate) trait Acceptor: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection, with its peer's address and the address it reached (none on a
+    /// Unix socket).
+    fn accept_one(&self) -> impl Future<Output = io::Result<(Self::Stream, ConnInfo)>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept_one(&self) -> io::Result<(TcpStream, ConnInfo)> {
+        let (stream, peer) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().or_else(|_| self.local_addr()).ok();
+        let info = ConnInfo {
+            peer: Some(peer),
+            local,
+            tls: false,
+        };
+        Ok((stream, info))
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Stream = UnixStream;
+
+    async fn accept_one(&self) -> io::Result<(UnixStream, ConnInfo)> {
+        let (stream, _) = self.accept().await?;
+        let info = ConnInfo {
+            peer: None,
+            local: None,
+            tls: false,
+        };
+        Ok((stream, info))
+    }
+}
+
+pub(crate) async fn accept_loop<L: Acceptor>(
+    listener: L,
     bind: BindState,
     shutdown: CancellationToken,
 ) {
-    let local = listener.local_addr().ok();
     loop {
         // At the cap, wait here without accepting: the kernel queues the newcomers.
         let slot = tokio::select! {
             _ = shutdown.cancelled() => return,
             slot = bind.limit.admit() => slot,
         };
-        let (stream, peer) = loop {
+        let (stream, mut info) = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
+                accepted = listener.accept_one() => match accepted {
                     Ok(accepted) => break accepted,
                     Err(err) => {
                         // Usually EMFILE: pause briefly rather than spin, then go on accepting.
-                        tracing::warn!(addr = ?local, "accept failed: {err}");
+                        tracing::warn!("accept failed: {err}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
             }
         };
-        let _ = stream.set_nodelay(true);
         let tls = bind.tls.current();
-        let info = ConnInfo {
-            peer,
-            local: stream.local_addr().ok().or(local).unwrap_or(peer),
-            tls: tls.is_some(),
-        };
+        info.tls = tls.is_some();
+        let peer = info.peer;
         // The settings of the app served now: a reload changes them for new connections.
         let edge = Edge::from(&bind.route.load().config.edge);
         let (route, connections) = (bind.route.clone(), bind.connections.clone());
@@ -120,8 +157,8 @@ pub(crate) async fn accept_loop(
                             let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                             connection::serve(stream, alpn, info, edge, route, &connections).await
                         }
-                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake not complete in time"),
+                        Ok(Err(err)) => tracing::debug!(?peer, "TLS handshake failed: {err}"),
+                        Err(_) => tracing::debug!(?peer, "TLS handshake not complete in time"),
                     }
                 }
             }

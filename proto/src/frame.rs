@@ -5,14 +5,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
 
 /// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
-pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x05";
+pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x06";
 /// The worker's echo of [`PREFACE`] when it could not map the shared memory that came with it
 /// (or none came): the gateway then sends every body in frames on that connection.
-pub const PREFACE_UNSHARED: &[u8; 8] = b"SLUICE\x01\x05";
+pub const PREFACE_UNSHARED: &[u8; 8] = b"SLUICE\x01\x06";
 /// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
 /// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
 /// builds refuse each other at start-up instead of misreading each other's bytes.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Length field plus kind byte.
 pub const FRAME_HEADER_BYTES: usize = 5;
 /// The largest payload a peer may declare; checked before any memory is reserved for it.

@@ -52,8 +52,10 @@ pub struct RequestMeta<'a> {
     pub target: &'a [u8],
     pub version: HttpVersion,
     pub scheme: Scheme,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
+    /// The client's address; `None` over a Unix socket, which has none.
+    pub peer: Option<SocketAddr>,
+    /// The address the client connected to; `None` for a Unix socket.
+    pub local: Option<SocketAddr>,
     /// The exact number of body bytes that follow in `RequestBody` frames.
     pub body_len: u64,
     /// Whether the client framed a body (Content-Length or chunked): decides if the app sees
@@ -73,8 +75,8 @@ pub struct RequestHead {
     pub target: Bytes,
     pub version: HttpVersion,
     pub scheme: Scheme,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
     pub body_len: u64,
     pub has_body: bool,
     pub queued: u32,
@@ -89,7 +91,12 @@ pub struct ResponseHead {
     pub headers: Vec<(Bytes, Bytes)>,
 }
 
-fn put_addr(dst: &mut BytesMut, addr: SocketAddr) {
+fn put_addr(dst: &mut BytesMut, addr: Option<SocketAddr>) {
+    let Some(addr) = addr else {
+        // A Unix socket's: no address at all.
+        dst.put_u8(0);
+        return;
+    };
     match addr.ip() {
         IpAddr::V4(ip) => {
             dst.put_u8(4);
@@ -205,8 +212,9 @@ impl Reader {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn addr(&mut self) -> Result<SocketAddr, ProtoError> {
+    fn addr(&mut self) -> Result<Option<SocketAddr>, ProtoError> {
         let ip = match self.u8()? {
+            0 => return Ok(None),
             4 => {
                 let o = self.take(4)?;
                 IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
@@ -219,7 +227,7 @@ impl Reader {
             }
             _ => return Err(ProtoError::Malformed(self.kind, "address family")),
         };
-        Ok(SocketAddr::new(ip, self.u16()?))
+        Ok(Some(SocketAddr::new(ip, self.u16()?)))
     }
     fn headers(&mut self) -> Result<Vec<(Bytes, Bytes)>, ProtoError> {
         let count = self.u32()? as usize;
@@ -313,8 +321,8 @@ mod tests {
             target: b"/caf%C3%A9?x=1&y=%FF",
             version: HttpVersion::Http11,
             scheme: Scheme::Http,
-            peer: "127.0.0.1:50000".parse().unwrap(),
-            local: "[::1]:8000".parse().unwrap(),
+            peer: Some("127.0.0.1:50000".parse().unwrap()),
+            local: Some("[::1]:8000".parse().unwrap()),
             body_len: 12,
             has_body: true,
             queued: 7,

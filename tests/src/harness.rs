@@ -227,6 +227,8 @@ pub struct Sluice {
     expect_binds: Option<usize>,
     label: String,
     start_deadline: Duration,
+    /// A program (and its arguments) that runs sluice: the command line follows them.
+    launcher: Vec<OsString>,
 }
 
 impl Sluice {
@@ -240,7 +242,15 @@ impl Sluice {
             expect_binds: None,
             label: label.to_string(),
             start_deadline: START_DEADLINE,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Runs sluice through `launcher` (a program and its arguments, followed by sluice's whole
+    /// command line), e.g. a stand-in for systemd's socket activation.
+    pub fn launched_by(mut self, launcher: &[&OsStr]) -> Sluice {
+        self.launcher = launcher.iter().map(|a| a.to_os_string()).collect();
+        self
     }
 
     /// `sluice serve APP`.
@@ -320,7 +330,14 @@ impl Sluice {
             .expect("temp dir");
         let state = root.path().join("state");
         std::fs::create_dir(&state).expect("state dir");
-        let mut cmd = Command::new(sluice_bin());
+        let mut cmd = match self.launcher.split_first() {
+            None => Command::new(sluice_bin()),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(sluice_bin());
+                cmd
+            }
+        };
         let expected;
         let mut config_path = None;
         match &self.mode {

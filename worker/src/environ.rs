@@ -88,8 +88,12 @@ pub(crate) fn build<'py>(
     env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
     env.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target))?;
     env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
-    env.set_item(intern!(py, "REMOTE_ADDR"), head.peer.ip().to_string())?;
-    env.set_item(intern!(py, "REMOTE_PORT"), head.peer.port().to_string())?;
+    // A client on a Unix socket has no address: empty, as gunicorn gives it.
+    let (remote_addr, remote_port) = head.peer.map_or_else(Default::default, |p| {
+        (p.ip().to_string(), p.port().to_string())
+    });
+    env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr)?;
+    env.set_item(intern!(py, "REMOTE_PORT"), remote_port)?;
     if head.has_body || head.body_len > 0 {
         env.set_item(intern!(py, "CONTENT_LENGTH"), head.body_len.to_string())?;
     }
@@ -134,10 +138,13 @@ pub(crate) fn build<'py>(
                 .unwrap_or_else(|| PyString::new(py, default));
             (latin1(py, name), port)
         }
-        None => (
-            PyString::new(py, &head.local.ip().to_string()),
-            PyString::new(py, &head.local.port().to_string()),
-        ),
+        None => {
+            let (name, port) = head.local.map_or_else(
+                || ("localhost".to_owned(), String::new()),
+                |l| (l.ip().to_string(), l.port().to_string()),
+            );
+            (PyString::new(py, &name), PyString::new(py, &port))
+        }
     };
     env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
     env.set_item(intern!(py, "SERVER_PORT"), server_port)?;

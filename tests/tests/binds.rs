@@ -1,0 +1,187 @@
+//! Binds beyond TCP: `unix:PATH` sockets (what an nginx kept in front connects to) and sockets
+//! passed by systemd's socket activation. curl is the real client on the Unix socket; a small
+//! launcher (`tests/clients/activate.py`) opens sockets and passes them as systemd does.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sluice_tests::{apps_dir, curl, get, python_for_frameworks, Sluice, DEADLINE};
+
+fn unix_url(path: &Path) -> [String; 3] {
+    [
+        "--unix-socket".into(),
+        path.display().to_string(),
+        "http://app/environ".into(),
+    ]
+}
+
+/// `/environ` over the Unix socket at `path`, with curl's extra `args`.
+fn environ_over(path: &Path, args: &[&str]) -> Value {
+    let url = unix_url(path);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(url.iter().map(String::as_str));
+    let (ok, body, err) = curl(&all);
+    assert!(ok, "curl over {}: {err}", path.display());
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_unix_socket_bind_serves_http1_and_http2_and_is_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    // A socket file left by a crashed run: nothing accepts on it, so it is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let mut sluice = Sluice::serve("suite:app")
+        .bind(&format!("unix:{}", sock.display()))
+        .bind("127.0.0.1:0")
+        .expect_binds(1)
+        .start();
+    assert!(std::fs::metadata(&sock).unwrap().file_type().is_socket());
+    assert_eq!(mode(&sock), 0o660);
+
+    // No address, as gunicorn gives; the peer is local, so an nginx's X-Forwarded-For counts.
+    let env = environ_over(&sock, &[]);
+    assert_eq!(env["REMOTE_ADDR"], "");
+    assert_eq!(env["HTTP_HOST"], "app");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1");
+    let env = environ_over(
+        &sock,
+        &[
+            "-H",
+            "X-Forwarded-For: 203.0.113.9",
+            "-H",
+            "X-Forwarded-Proto: https",
+        ],
+    );
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    let env = environ_over(&sock, &["--http2-prior-knowledge"]);
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/2");
+    // The TCP bind beside it is unaffected.
+    assert_eq!(
+        get(sluice.addr(), "/environ").json()["REMOTE_ADDR"],
+        "127.0.0.1"
+    );
+
+    sluice.signal(libc::SIGTERM);
+    assert!(sluice.wait_exit(DEADLINE).success());
+    assert!(!sock.exists(), "the socket file outlived sluice");
+}
+
+#[test]
+fn unix_mode_sets_the_socket_file_mode_from_the_command_line_and_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("cli.sock");
+    let _sluice = Sluice::serve("suite:app")
+        .bind(&format!("unix:{}", sock.display()))
+        .bind("127.0.0.1:0")
+        .expect_binds(1)
+        .arg("--unix-mode")
+        .arg("0600")
+        .start();
+    assert_eq!(mode(&sock), 0o600);
+
+    let yaml = format!(
+        "apps:\n  suite:\n    app: suite:app\n    chdir: {chdir}\n    unix_mode: 640\n    bind: [\"unix:{sock}\", \"127.0.0.1:0\"]\n",
+        chdir = serde_json::to_string(&apps_dir()).unwrap(),
+        sock = dir.path().join("yaml.sock").display(),
+    );
+    let _sluice = Sluice::run_config(&yaml).expect_binds(1).start();
+    assert_eq!(mode(&dir.path().join("yaml.sock")), 0o640);
+}
+
+#[test]
+fn a_unix_path_that_cannot_be_used_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "data").unwrap();
+    let live = dir.path().join("live.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    for (path, why) in [
+        (&file, "is not a socket"),
+        (&live, "a running server answers on it"),
+    ] {
+        let failure = Sluice::serve("suite:app")
+            .bind(&format!("unix:{}", path.display()))
+            .start_expect_failure(DEADLINE);
+        assert!(!failure.status.success());
+        assert!(
+            failure.output.contains(&path.display().to_string()) && failure.output.contains(why),
+            "{}",
+            failure.output
+        );
+    }
+    // The regular file is left alone, and so is the other server's socket.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+    assert!(std::os::unix::net::UnixStream::connect(&live).is_ok());
+}
+
+/// The launcher that stands in for systemd.
+fn activate(args: &[&str]) -> Vec<PathBuf> {
+    let mut launcher = vec![
+        python_for_frameworks(),
+        apps_dir().join("../clients/activate.py"),
+    ];
+    launcher.extend(args.iter().map(PathBuf::from));
+    launcher.push("--".into());
+    launcher
+}
+
+#[test]
+fn sockets_passed_by_systemd_are_used_for_the_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let passed = dir.path().join("passed.sock");
+    let launcher = activate(&[
+        "--names",
+        "suite:suite",
+        "tcp:127.0.0.1:0",
+        &format!("unix:{}", passed.display()),
+    ]);
+    let launcher: Vec<&OsStr> = launcher.iter().map(|p| p.as_os_str()).collect();
+    // The configured addresses are not opened: the passed sockets stand in for them, in order.
+    let configured = dir.path().join("configured.sock");
+    let sluice = Sluice::serve("suite:app")
+        .launched_by(&launcher)
+        .bind("127.0.0.1:9")
+        .bind(&format!("unix:{}", configured.display()))
+        .expect_binds(1)
+        .start();
+    assert_ne!(sluice.addr().port(), 9);
+    assert_eq!(get(sluice.addr(), "/environ").status(), 200);
+    assert_eq!(environ_over(&passed, &[])["REMOTE_ADDR"], "");
+    assert!(!configured.exists());
+    assert_eq!(
+        sluice.count_log(|l| l.contains("using a socket passed by systemd")),
+        2
+    );
+    // The workers never see the variables.
+    let pid = get(sluice.addr(), "/pid").text();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("SLUICE_TEST_STATE="),
+        "not the worker's environment?"
+    );
+    assert!(!environ.contains("LISTEN_"), "{environ}");
+
+    // A passed socket of the wrong kind is a start-up error naming the bind.
+    let launcher = activate(&["tcp:127.0.0.1:0"]);
+    let launcher: Vec<&OsStr> = launcher.iter().map(|p| p.as_os_str()).collect();
+    let failure = Sluice::serve("suite:app")
+        .launched_by(&launcher)
+        .bind(&format!("unix:{}", configured.display()))
+        .start_expect_failure(DEADLINE);
+    assert!(!failure.status.success());
+    assert!(
+        failure.output.contains("is not a Unix socket"),
+        "{}",
+        failure.output
+    );
+}
