@@ -93,6 +93,9 @@ pub struct BindConfig {
     pub tls: Option<TlsFiles>,
     /// The permission bits of a Unix socket's file.
     pub unix_mode: u32,
+    /// Connections start with a PROXY protocol header (v1 or v2), believed from
+    /// `forwarded_allow_ips`.
+    pub proxy_protocol: bool,
 }
 
 impl BindConfig {
@@ -101,6 +104,7 @@ impl BindConfig {
             addr: BindAddr::Tcp(addr),
             tls: None,
             unix_mode: DEFAULT_UNIX_MODE,
+            proxy_protocol: false,
         }
     }
 }
@@ -108,9 +112,13 @@ impl BindConfig {
 impl fmt::Display for BindConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.tls {
-            None => write!(f, "{}", self.addr),
-            Some(tls) => write!(f, "{} (TLS: {})", self.addr, tls),
+            None => write!(f, "{}", self.addr)?,
+            Some(tls) => write!(f, "{} (TLS: {})", self.addr, tls)?,
         }
+        if self.proxy_protocol {
+            write!(f, " (PROXY protocol)")?;
+        }
+        Ok(())
     }
 }
 
@@ -422,16 +430,18 @@ enum AllowIps {
 }
 
 /// `8000`, `"8000"`, `"127.0.0.1:8000"`, `"[::1]:8000"` or `"localhost:8000"`; for an app, also
-/// `{addr: ..., certfile: ..., keyfile: ..., ca_certs: ...}` for TLS.
+/// `{addr: ..., certfile: ..., keyfile: ..., ca_certs: ..., proxy_protocol: true}` for TLS or
+/// the PROXY protocol.
 #[derive(Debug, Clone)]
 enum BindSpec {
     Port(u16),
     Text(String),
-    Tls {
+    Map {
         addr: Box<BindSpec>,
         certfile: Option<String>,
         keyfile: Option<String>,
         ca_certs: Option<String>,
+        proxy_protocol: bool,
     },
 }
 
@@ -451,17 +461,18 @@ impl BindSpec {
                 *port,
             ))),
             BindSpec::Text(text) => parse_bind_addr(base, text),
-            BindSpec::Tls { addr, .. } => addr.bind_addr(base),
+            BindSpec::Map { addr, .. } => addr.bind_addr(base),
         }
     }
 
     /// The bind, its paths resolved against `base`.
     fn bind(&self, base: &Path, unix_mode: u32) -> Result<BindConfig, String> {
         let addr = self.bind_addr(base)?;
-        let BindSpec::Tls {
+        let BindSpec::Map {
             certfile,
             keyfile,
             ca_certs,
+            proxy_protocol,
             ..
         } = self
         else {
@@ -469,6 +480,7 @@ impl BindSpec {
                 addr,
                 tls: None,
                 unix_mode,
+                proxy_protocol: false,
             });
         };
         let tls = match (certfile, keyfile) {
@@ -490,6 +502,7 @@ impl BindSpec {
             addr,
             tls,
             unix_mode,
+            proxy_protocol: *proxy_protocol,
         })
     }
 }
@@ -506,7 +519,9 @@ impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
     type Value = BindSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a port, \"HOST:PORT\", or {addr: HOST:PORT, certfile: ..., keyfile: ...}")
+        f.write_str(
+            "a port, \"HOST:PORT\", \"unix:PATH\", or {addr: ..., certfile: ..., keyfile: ...}",
+        )
     }
 
     fn visit_u64<E: serde::de::Error>(self, port: u64) -> Result<BindSpec, E> {
@@ -526,12 +541,17 @@ impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BindSpec, A::Error> {
-        const FIELDS: &[&str] = &["addr", "certfile", "keyfile", "ca_certs"];
+        const FIELDS: &[&str] = &["addr", "certfile", "keyfile", "ca_certs", "proxy_protocol"];
         let (mut addr, mut certfile, mut keyfile, mut ca_certs) = (None, None, None, None);
+        let mut proxy_protocol = false;
         while let Some(key) = map.next_key::<String>()? {
             let slot = match key.as_str() {
                 "addr" => {
                     addr = Some(map.next_value::<BindSpec>()?);
+                    continue;
+                }
+                "proxy_protocol" => {
+                    proxy_protocol = map.next_value::<bool>()?;
                     continue;
                 }
                 "certfile" => &mut certfile,
@@ -542,7 +562,7 @@ impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
             *slot = Some(map.next_value::<String>()?);
         }
         let addr = match addr {
-            Some(BindSpec::Tls { .. }) => {
+            Some(BindSpec::Map { .. }) => {
                 return Err(serde::de::Error::custom(
                     "`addr` must be a port or HOST:PORT",
                 ))
@@ -550,11 +570,12 @@ impl<'de> serde::de::Visitor<'de> for BindSpecVisitor {
             Some(addr) => addr,
             None => return Err(serde::de::Error::missing_field("addr")),
         };
-        Ok(BindSpec::Tls {
+        Ok(BindSpec::Map {
             addr: Box::new(addr),
             certfile,
             keyfile,
             ca_certs,
+            proxy_protocol,
         })
     }
 }
@@ -841,11 +862,12 @@ impl Config {
             None => None,
             Some(spec) => {
                 let at = &spec.referenced;
-                if let BindSpec::Tls { .. } = spec.value {
+                if let BindSpec::Map { .. } = spec.value {
                     return Err(error_at(
                         at.line(),
                         at.column(),
-                        "admin: a plain HOST:PORT (the admin bind has no TLS)".into(),
+                        "admin: a plain HOST:PORT (the admin bind has no TLS or PROXY protocol)"
+                            .into(),
                     ));
                 }
                 let addr = spec

@@ -470,7 +470,7 @@ pub(crate) struct Rewind<T> {
 }
 
 impl<T> Rewind<T> {
-    fn new(first: Bytes, inner: T) -> Rewind<T> {
+    pub(crate) fn new(first: Bytes, inner: T) -> Rewind<T> {
         Rewind { first, inner }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ struct Bind {
     route: Arc<Route>,
     /// TLS or plain for new connections; a reload reads the files again.
     tls: Arc<TlsSetting>,
+    /// Whether new connections start with a PROXY protocol header.
+    proxy_protocol: Arc<AtomicBool>,
     accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
     connections: Arc<Connections>,
@@ -73,9 +75,11 @@ impl Bind {
         let accepting = CancellationToken::new();
         let connections = Arc::new(Connections::default());
         let tls = Arc::new(TlsSetting::new(listener.tls));
+        let proxy_protocol = Arc::new(AtomicBool::new(listener.proxy_protocol));
         let state = server::BindState {
             route: route.clone(),
             tls: tls.clone(),
+            proxy_protocol: proxy_protocol.clone(),
             limit: limit.clone(),
             connections: connections.clone(),
         };
@@ -99,6 +103,7 @@ impl Bind {
             key,
             route,
             tls,
+            proxy_protocol,
             accepting,
             accept_loop,
             connections,
@@ -210,6 +215,7 @@ async fn wait_for_stop(signals: &mut Signals) {
 struct Listener {
     socket: Socket,
     tls: Option<Arc<rustls::ServerConfig>>,
+    proxy_protocol: bool,
 }
 
 /// A listening socket of either kind; a Unix one with the file sluice made for it, if it did.
@@ -275,7 +281,11 @@ fn open_listener(
         }
         .with_context(|| format!("app {app}: the socket systemd passed for {}", bind.addr))?;
         tracing::info!(app, bind = %bind.addr, "using a socket passed by systemd");
-        return Ok(Listener { socket, tls });
+        return Ok(Listener {
+            socket,
+            tls,
+            proxy_protocol: bind.proxy_protocol,
+        });
     }
     let socket = match &bind.addr {
         BindAddr::Tcp(addr) => listen(*addr).map(Socket::Tcp),
@@ -283,7 +293,11 @@ fn open_listener(
             .map(|socket| Socket::Unix(socket, Some(UnixFile(path.clone())))),
     }
     .with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
-    Ok(Listener { socket, tls })
+    Ok(Listener {
+        socket,
+        tls,
+        proxy_protocol: bind.proxy_protocol,
+    })
 }
 
 /// Listens on a Unix socket at `path` with the file mode `mode`. A socket file left by a run
@@ -478,6 +492,8 @@ impl Gateway {
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
                     bind.route.store(apps[index].state.clone());
                     reload_tls(app, spec, &bind.tls);
+                    bind.proxy_protocol
+                        .store(spec.proxy_protocol, Ordering::Relaxed);
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
                     match Bind::open(key, listener, &apps[index], &self.connections) {

@@ -13,6 +13,7 @@
 //!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
 //!   writes the `access_log` line.
 //! - `activation`: listening sockets passed by systemd (socket activation).
+//! - `proxy_protocol`: the PROXY protocol header (v1, v2) a TCP load balancer puts first.
 //! - `tls`: TLS termination (rustls): a TLS bind's certificate and key, swapped on SIGHUP.
 //! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
 //! - `clock`: a client connection's header and keep-alive timeouts.
@@ -50,6 +51,7 @@ mod gateway;
 mod metrics;
 mod pool;
 mod proxy;
+mod proxy_protocol;
 mod relay;
 mod server;
 mod shared;

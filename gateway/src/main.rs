@@ -43,6 +43,10 @@ struct ServeArgs {
     /// unix:PATH); repeatable.
     #[arg(short, long = "bind", default_value = "127.0.0.1:8000")]
     bind: Vec<String>,
+    /// Every --bind takes a PROXY protocol header (v1 or v2) before each connection's first byte,
+    /// believed from --forwarded-allow-ips (behind AWS NLB or HAProxy in TCP mode).
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Permission bits of unix: bind sockets, in octal.
     #[arg(long, default_value = "0660", value_parser = config::parse_unix_mode)]
     unix_mode: u32,
@@ -191,6 +195,7 @@ impl ServeArgs {
                     addr,
                     tls: tls.clone(),
                     unix_mode: self.unix_mode,
+                    proxy_protocol: self.proxy_protocol,
                 })
             })
             .collect::<Result<_, String>>()?;

@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use std::convert::Infallible;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::admission::ConnectionLimit;
-use crate::connection::{self, Connections, Edge};
+use crate::connection::{self, Connections, Edge, Rewind};
 use crate::context::Observation;
 use crate::forward::{forward, AppState, ConnInfo, Route};
 use crate::tls::TlsSetting;
 use crate::{compress, static_files, strict};
+use crate::{proxy, proxy_protocol};
 
 /// Everything an app bind does with a request, in order: observe it (id, real client, metrics
 /// and access log, for refusals and static files too), refuse what the strict checks refuse,
@@ -70,6 +74,8 @@ async fn answer(route: &Route, app: &AppState, request: Request) -> Response {
 pub(crate) struct BindState {
     pub(crate) route: Arc<Route>,
     pub(crate) tls: Arc<TlsSetting>,
+    /// Connections start with a PROXY protocol header; a reload may change it.
+    pub(crate) proxy_protocol: Arc<AtomicBool>,
     pub(crate) limit: Arc<ConnectionLimit>,
     pub(crate) connections: Arc<Connections>,
 }
@@ -113,6 +119,30 @@ impl Acceptor for UnixListener {
     }
 }
 
+/// Reads a connection's PROXY protocol header; what came after it is read again first.
+async fn proxy_header<S: AsyncRead + Unpin>(
+    mut stream: S,
+) -> io::Result<(proxy_protocol::Header, Rewind<S>)> {
+    let (header, rest) = proxy_protocol::read_header(&mut stream).await?;
+    Ok((header, Rewind::new(rest, stream)))
+}
+
+/// Takes a PROXY header's addresses for the connection's, when its sender is trusted as a
+/// forwarding proxy is (`forwarded_allow_ips`; a Unix-socket peer counts as 127.0.0.1).
+fn believe(info: &mut ConnInfo, header: proxy_protocol::Header, allow: &[ipnet::IpNet]) {
+    let sender = info
+        .peer
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |peer| peer.ip());
+    if !proxy::is_trusted(allow, sender) {
+        tracing::debug!(peer = ?info.peer, "PROXY protocol header from an untrusted peer; ignored");
+        return;
+    }
+    if let Some(source) = header.source {
+        info.peer = Some(source);
+        info.local = header.destination;
+    }
+}
+
 pub(crate) async fn accept_loop<L: Acceptor>(
     listener: L,
     bind: BindState,
@@ -141,9 +171,32 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         info.tls = tls.is_some();
         let peer = info.peer;
         // The settings of the app served now: a reload changes them for new connections.
-        let edge = Edge::from(&bind.route.load().config.edge);
+        let app = bind.route.load_full();
+        let edge = Edge::from(&app.config.edge);
+        let proxy_protocol = bind.proxy_protocol.load(Ordering::Relaxed);
         let (route, connections) = (bind.route.clone(), bind.connections.clone());
         bind.connections.spawn(async move {
+            // Before TLS and before HTTP: the PROXY header is the first thing on the wire.
+            let stream = if proxy_protocol {
+                let header = tokio::time::timeout(edge.header_timeout(), proxy_header(stream));
+                match header.await {
+                    Ok(Ok((found, stream))) => {
+                        believe(&mut info, found, &app.config.edge.forwarded_allow_ips);
+                        stream
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(?peer, "no usable PROXY protocol header: {err}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(?peer, "no PROXY protocol header in time");
+                        return;
+                    }
+                }
+            } else {
+                Rewind::new(Bytes::new(), stream)
+            };
+            drop(app);
             match tls {
                 None => connection::serve(stream, None, info, edge, route, &connections).await,
                 // The handshake runs in the connection's own task, within the time a client

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sluice_tests::{apps_dir, curl, get, python_for_frameworks, Sluice, DEADLINE};
+use sluice_tests::{apps_dir, curl, get, python_for_frameworks, Conn, Sluice, DEADLINE};
 
 fn unix_url(path: &Path) -> [String; 3] {
     [
@@ -183,5 +183,73 @@ fn sockets_passed_by_systemd_are_used_for_the_binds() {
         failure.output.contains("is not a Unix socket"),
         "{}",
         failure.output
+    );
+}
+
+/// A PROXY protocol version 2 header for TCP over IPv4.
+fn proxy_v2(source: [u8; 4], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[192, 0, 2, 1]);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&443u16.to_be_bytes());
+    header
+}
+
+/// REMOTE_ADDR and the status for `/environ` sent after `preamble` on a fresh connection; the
+/// status is `None` if the server closed without answering.
+fn remote_addr_after(addr: std::net::SocketAddr, preamble: &[u8]) -> Option<(u16, String)> {
+    let mut conn = Conn::connect(addr).unwrap();
+    let request = b"GET /environ HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n";
+    conn.send_raw(&[preamble, &request[..]].concat()).ok()?;
+    let resp = conn.read_response("GET").ok()?;
+    let remote = resp.json()["REMOTE_ADDR"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Some((resp.status(), remote))
+}
+
+#[test]
+fn a_proxy_protocol_bind_believes_the_header_from_trusted_peers_only() {
+    let yaml = |allow: &str| {
+        format!(
+            "apps:\n  suite:\n    app: suite:app\n    chdir: {chdir}\n    forwarded_allow_ips: {allow}\n    bind:\n      - {{addr: \"127.0.0.1:0\", proxy_protocol: true}}\n",
+            chdir = serde_json::to_string(&apps_dir()).unwrap(),
+        )
+    };
+    let sluice = Sluice::run_config(&yaml("\"127.0.0.1\"")).start();
+    let addr = sluice.addr();
+    let v1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 443\r\n";
+    assert_eq!(
+        remote_addr_after(addr, v1),
+        Some((200, "203.0.113.7".into())),
+        "version 1"
+    );
+    assert_eq!(
+        remote_addr_after(addr, &proxy_v2([203, 0, 113, 8], 1234)),
+        Some((200, "203.0.113.8".into())),
+        "version 2"
+    );
+    // The balancer's own health check (v2 LOCAL, v1 UNKNOWN): the connection stays the
+    // balancer's (127.0.0.1 here, trusted), whose X-Forwarded-For then counts as ever.
+    assert_eq!(
+        remote_addr_after(addr, b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"),
+        Some((200, "198.51.100.1".into()))
+    );
+    assert_eq!(
+        remote_addr_after(addr, b"PROXY UNKNOWN\r\n"),
+        Some((200, "198.51.100.1".into()))
+    );
+    // No header, or a broken one: closed without an answer.
+    assert_eq!(remote_addr_after(addr, b""), None);
+    assert_eq!(remote_addr_after(addr, b"PROXY TCP4 nonsense\r\n"), None);
+
+    // From a peer that is not trusted, the header is read and its addresses ignored: the client
+    // is the TCP peer, and (as always from an untrusted peer) X-Forwarded-For means nothing.
+    let sluice = Sluice::run_config(&yaml("\"10.0.0.0/8\"")).start();
+    assert_eq!(
+        remote_addr_after(sluice.addr(), v1),
+        Some((200, "127.0.0.1".into()))
     );
 }
