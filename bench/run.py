@@ -15,7 +15,9 @@ import os
 import resource
 import shutil
 import signal
+import re
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,10 @@ class Scenario:
     path: str = "/"
     upload: bool = False
     only: tuple[str, ...] = ()  # servers that run only this scenario (the axum reference)
+    tls: bool = False  # HTTPS, with a self-signed certificate made for the run
+    h2: bool = False  # HTTP/2 (over TLS, by ALPN), driven by h2load instead of wrk
+    servers: tuple[str, ...] = ()  # the servers that can run it at all (empty: every one)
+    streams: int = 1  # h2load: streams at once per connection
 
     def check(self, status: int, body: bytes) -> str | None:
         """None if the probe answer is right, else what is wrong with it."""
@@ -72,6 +78,8 @@ class Scenario:
             return f"status {status}, body {body[:200]!r}"
         want = {
             "hello": lambda b: b == b"Hello, World!",
+            "hello-tls": lambda b: b == b"Hello, World!",
+            "hello-h2": lambda b: b == b"Hello, World!",
             "flask": lambda b: json.loads(b).get("message") == "Hello, World!",
             "django": lambda b: json.loads(b).get("message") == "Hello, World!",
             "big": lambda b: len(b) == BIG_BYTES,
@@ -94,31 +102,54 @@ SCENARIOS = {
         Scenario("big", "plain:big", 16, DEFAULT_THREADS),
         Scenario("upload", "plain:upload", 64, DEFAULT_THREADS, upload=True),
         Scenario("io", "plain:io", 256, IO_THREADS),
+        # gunicorn has TLS but no HTTP/2; axum is the plain-HTTP reference only.
+        Scenario("hello-tls", "plain:hello", 256, DEFAULT_THREADS, tls=True,
+                 servers=("sluice", "granian", "gunicorn")),
+        Scenario("hello-h2", "plain:hello", 16, DEFAULT_THREADS, tls=True, h2=True,
+                 servers=("sluice", "granian"), streams=16),
     ]
 }
+
+TLS_DIR = WORK / "tls"
+CERT, KEY = TLS_DIR / "cert.pem", TLS_DIR / "key.pem"
+
+
+def make_certificate() -> None:
+    """A self-signed certificate for 127.0.0.1 (clients here do not verify it)."""
+    if CERT.exists() and KEY.exists():
+        return
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(KEY), "-out", str(CERT), "-days", "3650",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def server_command(server: str, scenario: Scenario, port: int) -> list[str]:
     t = str(scenario.threads)
     w = str(WORKER_PROCESSES)
+    tls = ["--certfile", str(CERT), "--keyfile", str(KEY)] if scenario.tls else []
     if server == "sluice":
         return [
             str(SLUICE_BIN), "serve", scenario.app,
             "--bind", f"{HOST}:{port}", "-w", w, "--thread-workers", t,
-            "--chdir", str(APPS), "--python", str(VENV_BIN / "python"),
+            "--chdir", str(APPS), "--python", str(VENV_BIN / "python"), *tls,
         ]  # fmt: skip
     if server == "granian":
+        granian_tls = ["--ssl-certificate", str(CERT), "--ssl-keyfile", str(KEY)] if scenario.tls else []
         return [
             str(VENV_BIN / "granian"), "--interface", "wsgi",
             "--host", HOST, "--port", str(port), "--workers", w, "--blocking-threads", t,
             "--working-dir", str(APPS), "--no-access-log", "--log-level", "warning",
-            scenario.app,
+            *granian_tls, scenario.app,
         ]  # fmt: skip
     if server == "gunicorn":
         return [
             str(VENV_BIN / "gunicorn"), "-k", "gthread", "-w", w, "--threads", t,
             "--bind", f"{HOST}:{port}", "--chdir", str(APPS), "--log-level", "warning",
-            scenario.app,
+            *tls, scenario.app,
         ]  # fmt: skip
     if server == "axum":
         return [str(AXUM_BIN), f"{HOST}:{port}"]
@@ -313,7 +344,12 @@ class Server:
 
 
 def probe(port: int, scenario: Scenario) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    if scenario.tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(HOST, port, timeout=5, context=context)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         if scenario.upload:
             conn.request(
@@ -372,11 +408,46 @@ def wrk_script(scenario: Scenario) -> Path:
     return path
 
 
+def run_h2load(scenario: Scenario, port: int, seconds: int, threads: int) -> WrkResult:
+    """HTTP/2 over TLS with h2load: `connections` connections of `streams` streams each. h2load
+    gives no percentiles, so p50 and p99 are left out (-1)."""
+    cmd = [
+        "h2load", "-t", str(threads), "-c", str(scenario.connections), "-m", str(scenario.streams),
+        "-D", str(seconds), f"https://{HOST}:{port}{scenario.path}",
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    text = out.stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", text)  # fmt: skip
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    took = re.search(r"finished in ([\d.]+)s", text)
+    if not (done and codes and took):
+        raise RuntimeError(f"h2load printed no result (exit {out.returncode}): {text}{out.stderr}")
+    failed, errored, timeout = (int(done.group(i)) for i in (3, 4, 5))
+    return WrkResult(
+        requests=int(codes.group(1)),
+        duration_us=int(float(took.group(1)) * 1e6),
+        p50_us=-1,
+        p99_us=-1,
+        non2xx=int(codes.group(3)) + int(codes.group(4)),
+        socket_errors=errored + timeout,
+        socket_error_kinds={k: v for k, v in (("failed", failed), ("errored", errored),
+                                              ("timeout", timeout)) if v},  # fmt: skip
+        wrk_cpu_seconds=client_cpu,
+    )
+
+
 def run_wrk(scenario: Scenario, port: int, seconds: int, wrk_threads: int) -> WrkResult:
+    if scenario.h2:
+        return run_h2load(scenario, port, seconds, wrk_threads)
+    scheme = "https" if scenario.tls else "http"
     cmd = [
         "wrk", "-t", str(wrk_threads), "-c", str(scenario.connections),
         "-d", f"{seconds}s", "--timeout", "2s", "-s", str(wrk_script(scenario)),
-        f"http://{HOST}:{port}{scenario.path}",
+        f"{scheme}://{HOST}:{port}{scenario.path}",
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
@@ -489,6 +560,8 @@ def describe_errors(run: Run) -> str:
 
 
 def fmt_ms(us: float) -> str:
+    if us < 0:
+        return "-"
     return f"{us / 1000:.2f}" if us < 100_000 else f"{us / 1000:.0f}"
 
 
@@ -585,6 +658,10 @@ def preflight(servers: list[str]) -> list[str]:
     missing = []
     if shutil.which("wrk") is None:
         missing.append("wrk (apt-get install wrk)")
+    if shutil.which("h2load") is None:
+        missing.append("h2load (apt-get install nghttp2-client)")
+    if shutil.which("openssl") is None:
+        missing.append("openssl (apt-get install openssl)")
     need = {
         "sluice": [VENV_BIN / "python"],
         "granian": [VENV_BIN / "granian"],
@@ -618,6 +695,8 @@ def main() -> int:
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
     ).stdout.strip()
     scenarios = [SCENARIOS[s] for s in args.scenarios]
+    if any(sc.tls for sc in scenarios):
+        make_certificate()
     py = subprocess.run([VENV_BIN / "python", "--version"], capture_output=True, text=True).stdout.strip()
     wrk_version = " ".join(subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[:2])
     print(
@@ -632,7 +711,10 @@ def main() -> int:
     started = time.monotonic()
     results: dict[tuple[str, str], list[Run]] = {}
     for sc in scenarios:
-        servers = [s for s in args.servers if s != "axum" or "axum" in sc.only]
+        servers = [
+            s for s in args.servers
+            if (s != "axum" or "axum" in sc.only) and (not sc.servers or s in sc.servers)
+        ]  # fmt: skip
         print(f"== {sc.name}: {sc.app}, {sc.connections} connections, {sc.threads} threads per worker")
         for rnd in range(1, args.rounds + 1):
             for server in servers:

@@ -317,37 +317,34 @@ async fn drive<C: Drainable>(
     idle: Option<(Arc<Activity>, Duration)>,
 ) -> Result<(), hyper::Error> {
     let mut connection = std::pin::pin!(connection);
+    let Some((activity, keepalive)) = idle else {
+        // HTTP/1.1 keeps its own idle clock (`clock`): only a drain can end it from here.
+        tokio::select! {
+            ended = connection.as_mut() => return ended,
+            _ = draining.cancelled() => {}
+        }
+        connection.as_mut().drain();
+        return connection.await;
+    };
     // While streams are open the next look is a keep-alive from now; once none is, a
     // keep-alive from when the last one ended.
-    let next_look = |activity: &Activity, keepalive: Duration| match activity.open() {
+    let idle_until = || match activity.open() {
         0 => activity.idle_since() + keepalive,
         _ => Instant::now() + keepalive,
     };
     // Drained with its bind: what is in flight may finish (the bind waits graceful_timeout).
     // Idle or abusive: it has nothing worth waiting for, beyond a short grace.
     let grace = loop {
-        let check = match &idle {
-            Some((activity, keepalive)) => next_look(activity, *keepalive),
-            None => Instant::now() + Duration::from_secs(86_400),
-        };
-        let abuse = async {
-            match &idle {
-                Some((activity, _)) => activity.abuse.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             ended = connection.as_mut() => return ended,
             _ = draining.cancelled() => break None,
-            () = abuse => {
+            () = activity.abuse.notified() => {
                 tracing::debug!("HTTP/2 client abandoned {H2_MAX_ABANDONED_STREAMS} streams; going away");
                 break Some(GOAWAY_GRACE);
             }
-            _ = tokio::time::sleep_until(check) => {
-                if let Some((activity, keepalive)) = &idle {
-                    if activity.open() == 0 && Instant::now() >= activity.idle_since() + *keepalive {
-                        break Some(GOAWAY_GRACE);
-                    }
+            _ = tokio::time::sleep_until(idle_until()) => {
+                if activity.open() == 0 && Instant::now() >= activity.idle_since() + keepalive {
+                    break Some(GOAWAY_GRACE);
                 }
             }
         }
