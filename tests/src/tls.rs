@@ -136,7 +136,18 @@ pub struct TlsConn {
 impl TlsConn {
     /// Connects and completes the handshake (an error if the server refuses it).
     pub fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsConn> {
-        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        TlsConn::connect_after(addr, config, b"")
+    }
+
+    /// [`TlsConn::connect`], with `preamble` sent in clear text before the handshake (a PROXY
+    /// protocol header).
+    pub fn connect_after(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        preamble: &[u8],
+    ) -> io::Result<TlsConn> {
+        let mut tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        tcp.write_all(preamble)?;
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         tcp.set_nodelay(true)?;

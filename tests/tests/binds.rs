@@ -253,3 +253,32 @@ fn a_proxy_protocol_bind_believes_the_header_from_trusted_peers_only() {
         Some((200, "127.0.0.1".into()))
     );
 }
+
+/// On a TLS bind the PROXY header comes first, in clear text, then the handshake.
+#[test]
+fn the_proxy_header_comes_before_tls() {
+    let ca = sluice_tests::TestCa::new();
+    let pair = ca.server("server", "proxied");
+    let yaml = format!(
+        "apps:\n  suite:\n    app: suite:app\n    chdir: {chdir}\n    bind:\n      - {{addr: \"127.0.0.1:0\", proxy_protocol: true, certfile: {cert}, keyfile: {key}}}\n",
+        chdir = serde_json::to_string(&apps_dir()).unwrap(),
+        cert = serde_json::to_string(&pair.cert).unwrap(),
+        key = serde_json::to_string(&pair.key).unwrap(),
+    );
+    let sluice = Sluice::run_config(&yaml).start();
+    let config = ca.client_config(&[b"http/1.1"], None);
+    let mut conn = sluice_tests::TlsConn::connect_after(
+        sluice.addr(),
+        config.clone(),
+        &proxy_v2([203, 0, 113, 10], 5555),
+    )
+    .expect("handshake after the header");
+    let env = conn
+        .request(&sluice_tests::Request::get("/environ"))
+        .unwrap()
+        .json();
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.10");
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    // Without the header the handshake never starts.
+    assert!(sluice_tests::TlsConn::connect(sluice.addr(), config).is_err());
+}

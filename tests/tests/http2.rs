@@ -316,3 +316,47 @@ fn floods_end_in_a_goaway_and_never_reach_python() {
     assert_eq!(seen(&sluice), Vec::<String>::new());
     assert_eq!(probe(port, &["get", "/environ"])["status"], 200);
 }
+
+/// What the HTTP/1.1 edge does around Python holds on an HTTP/2 stream too: static files,
+/// compression, the request timeout, trusted forwarded headers.
+#[test]
+fn static_files_compression_timeout_and_forwarded_headers_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let css = "body { color: black; }\n".repeat(200);
+    std::fs::write(dir.path().join("site.css"), &css).unwrap();
+    let sluice = serve(&[
+        "--threads",
+        "2",
+        "--static",
+        &format!("/static/={}", dir.path().display()),
+        "--compress",
+        "--timeout",
+        "1s",
+    ]);
+    let base = format!("http://{}", sluice.addr());
+    let h2 = |path: &str, extra: &[&str]| {
+        let url = format!("{base}{path}");
+        let mut args = vec!["--http2-prior-knowledge", "-D", "-"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let (ok, out, err) = curl(&args);
+        assert!(ok, "{path}: {err}");
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (head.to_ascii_lowercase(), body.to_owned())
+    };
+
+    let (head, body) = h2("/static/site.css", &["--compressed"]);
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("content-encoding: "), "{head}");
+    assert_eq!(body, css);
+
+    let (head, _) = h2("/sleep?s=5", &[]);
+    assert!(head.starts_with("http/2 504"), "{head}");
+
+    let (head, body) = h2("/environ", &["-H", "X-Forwarded-For: 203.0.113.9"]);
+    assert!(head.starts_with("http/2 200"), "{head}");
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+    // Python never saw the static file.
+    assert!(seen(&sluice).iter().all(|r| !r.contains("static")));
+}
