@@ -191,6 +191,9 @@ pub struct EdgeConfig {
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 8190;
 pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
 pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+/// The largest `limit_request_field_size`: a field's name travels to the worker with a 16-bit
+/// length (and the whole head is capped at `MAX_HEAD_BYTES` by the framing screen anyway).
+pub const MAX_LIMIT_REQUEST_FIELD_SIZE: usize = 65535;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
@@ -1062,6 +1065,15 @@ fn file_edge(
             return Err((None, format!("`{field}` must be at least 1")));
         }
     }
+    if app
+        .limit_request_field_size
+        .is_some_and(|n| n > MAX_LIMIT_REQUEST_FIELD_SIZE)
+    {
+        return Err((
+            None,
+            format!("`limit_request_field_size` must be at most {MAX_LIMIT_REQUEST_FIELD_SIZE}"),
+        ));
+    }
     Ok(EdgeConfig {
         limit_request_line: app
             .limit_request_line
@@ -1364,6 +1376,16 @@ mod tests {
         assert_eq!(parse_unix_mode("0755"), Ok(0o755));
         assert!(parse_unix_mode("0800").is_err());
         assert!(parse_unix_mode("1777").is_err());
+    }
+
+    #[test]
+    fn field_size_is_capped_by_the_worker_frame_format() {
+        let yaml = |n: usize| {
+            format!("apps:\n  a:\n    app: x:y\n    bind: [1]\n    limit_request_field_size: {n}\n")
+        };
+        assert!(parse(&yaml(MAX_LIMIT_REQUEST_FIELD_SIZE)).is_ok());
+        let err = parse(&yaml(MAX_LIMIT_REQUEST_FIELD_SIZE + 1)).unwrap_err();
+        assert!(err.message.contains("at most 65535"), "{err}");
     }
 
     #[test]

@@ -670,7 +670,10 @@ async fn write_request<'h>(
     chunks: &[Bytes],
 ) -> std::io::Result<()> {
     buf.clear();
-    encode_request_head(buf, meta, headers);
+    // Never from a client's bytes: limit_request_field_size is capped under the u16 of a name,
+    // and a head is at most MAX_HEAD_BYTES, far inside a frame.
+    encode_request_head(buf, meta, headers)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
     let body_len = meta.body_len as usize;
     let result = async {
         if let Some(shared) =

@@ -107,7 +107,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELDS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     limit_request_fields: usize,
     /// Largest header field in bytes; larger gets 431.
-    #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELD_SIZE, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    #[arg(long, default_value_t = config::DEFAULT_LIMIT_REQUEST_FIELD_SIZE, value_parser = clap::value_parser!(u32).range(1..=config::MAX_LIMIT_REQUEST_FIELD_SIZE as i64).map(|n| n as usize))]
     limit_request_field_size: usize,
     /// How long a client has to send a whole request head (from accept, or from its first byte
     /// on a kept-alive connection).

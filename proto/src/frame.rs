@@ -112,6 +112,9 @@ pub enum Frame {
 pub enum ProtoError {
     #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
     TooLarge(usize),
+    /// A header name, method, request id or reason phrase too long for its `u16` length.
+    #[error("a field of {0} bytes is over the 65535-byte limit of its kind")]
+    FieldTooLong(usize),
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     #[error("malformed {0:?} frame: {1}")]
@@ -191,31 +194,46 @@ fn begin(dst: &mut BytesMut, kind: Kind) -> usize {
     start
 }
 
-fn finish(dst: &mut BytesMut, start: usize) {
+/// Patches in the length of the frame begun at `start`; a head that came out too long (or that
+/// failed half-way) is taken out of `dst` again, which is left as it was before it.
+fn finish(dst: &mut BytesMut, start: usize, put: Result<(), ProtoError>) -> Result<(), ProtoError> {
     let len = dst.len() - start - FRAME_HEADER_BYTES;
-    assert!(len <= MAX_FRAME_BYTES, "frame payload of {len} bytes");
-    dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    let checked = put.and_then(|()| {
+        if len > MAX_FRAME_BYTES {
+            return Err(ProtoError::TooLarge(len));
+        }
+        Ok(())
+    });
+    match checked {
+        Ok(()) => dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes()),
+        Err(_) => dst.truncate(start),
+    }
+    checked
 }
 
+/// A request head frame; an error (and `dst` as it was) if a field or the whole head is too
+/// long for the frame format, which the gateway's limits keep from happening.
 pub fn encode_request_head<'h>(
     dst: &mut BytesMut,
     meta: &RequestMeta<'_>,
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
-) {
+) -> Result<(), ProtoError> {
     let start = begin(dst, Kind::RequestHead);
-    head::put_request_head(dst, meta, headers);
-    finish(dst, start);
+    let put = head::put_request_head(dst, meta, headers);
+    finish(dst, start, put)
 }
 
+/// A response head frame; an error (and `dst` as it was) if the app's headers do not fit in
+/// one frame or a name is over 64 KiB.
 pub fn encode_response_head<'h>(
     dst: &mut BytesMut,
     status: u16,
     reason: &[u8],
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
-) {
+) -> Result<(), ProtoError> {
     let start = begin(dst, Kind::ResponseHead);
-    head::put_response_head(dst, status, reason, headers);
-    finish(dst, start);
+    let put = head::put_response_head(dst, status, reason, headers);
+    finish(dst, start, put)
 }
 
 pub fn encode_end(dst: &mut BytesMut) {
@@ -225,10 +243,9 @@ pub fn encode_end(dst: &mut BytesMut) {
 pub fn encode_error(dst: &mut BytesMut, kind: AppErrorKind, message: &[u8]) {
     // Messages are for logs; keep them well inside a frame.
     let message = &message[..message.len().min(MAX_CHUNK_BYTES)];
-    let start = begin(dst, Kind::Error);
+    dst.put_slice(&frame_header(Kind::Error, 1 + message.len()));
     dst.put_u8(kind as u8);
     dst.put_slice(message);
-    finish(dst, start);
 }
 
 /// `Ready` and `Fatal`, whose payloads are JSON.
@@ -316,7 +333,7 @@ mod tests {
     #[test]
     fn fragmented_input_yields_the_same_frames() {
         let mut whole = BytesMut::new();
-        encode_response_head(&mut whole, 201, b"Created", [(&b"x-a"[..], &b"1"[..])]);
+        encode_response_head(&mut whole, 201, b"Created", [(&b"x-a"[..], &b"1"[..])]).unwrap();
         whole.put_slice(&frame_header(Kind::ResponseBody, 3));
         whole.put_slice(b"abc");
         encode_end(&mut whole);

@@ -110,10 +110,11 @@ fn put_addr(dst: &mut BytesMut, addr: Option<SocketAddr>) {
     dst.put_u16(addr.port());
 }
 
-fn put_bytes16(dst: &mut BytesMut, bytes: &[u8]) {
-    let len = u16::try_from(bytes.len()).expect("field over 64 KiB");
+fn put_bytes16(dst: &mut BytesMut, bytes: &[u8]) -> Result<(), ProtoError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| ProtoError::FieldTooLong(bytes.len()))?;
     dst.put_u16(len);
     dst.put_slice(bytes);
+    Ok(())
 }
 
 fn put_bytes32(dst: &mut BytesMut, bytes: &[u8]) {
@@ -123,25 +124,29 @@ fn put_bytes32(dst: &mut BytesMut, bytes: &[u8]) {
 
 /// Headers: a `u32` count, then for each a `u16`-prefixed name and a `u32`-prefixed value. The
 /// count is patched in after the loop so any iterator works.
-fn put_headers<'h>(dst: &mut BytesMut, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {
+fn put_headers<'h>(
+    dst: &mut BytesMut,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) -> Result<(), ProtoError> {
     let at = dst.len();
     dst.put_u32(0);
     let mut count = 0u32;
     for (name, value) in headers {
-        put_bytes16(dst, name);
+        put_bytes16(dst, name)?;
         put_bytes32(dst, value);
         count += 1;
     }
     dst[at..at + 4].copy_from_slice(&count.to_be_bytes());
+    Ok(())
 }
 
 pub(crate) fn put_request_head<'h>(
     dst: &mut BytesMut,
     meta: &RequestMeta<'_>,
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
-) {
-    put_bytes16(dst, meta.request_id);
-    put_bytes16(dst, meta.method);
+) -> Result<(), ProtoError> {
+    put_bytes16(dst, meta.request_id)?;
+    put_bytes16(dst, meta.method)?;
     put_bytes32(dst, meta.target);
     dst.put_u8(match meta.version {
         HttpVersion::Http10 => 0,
@@ -157,7 +162,7 @@ pub(crate) fn put_request_head<'h>(
     dst.put_u64(meta.body_len);
     dst.put_u8(meta.has_body as u8);
     dst.put_u32(meta.queued);
-    put_headers(dst, headers);
+    put_headers(dst, headers)
 }
 
 pub(crate) fn put_response_head<'h>(
@@ -165,10 +170,10 @@ pub(crate) fn put_response_head<'h>(
     status: u16,
     reason: &[u8],
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
-) {
+) -> Result<(), ProtoError> {
     dst.put_u16(status);
-    put_bytes16(dst, reason);
-    put_headers(dst, headers);
+    put_bytes16(dst, reason)?;
+    put_headers(dst, headers)
 }
 
 /// A bounds-checked reader over one frame's payload.
@@ -314,6 +319,21 @@ mod tests {
     use crate::frame::{decode, encode_request_head, encode_response_head, Frame};
 
     #[test]
+    fn heads_too_long_for_the_format_are_errors_not_panics() {
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let long_name = vec![b'x'; 70_000];
+        let err = encode_response_head(&mut buf, 200, b"OK", [(&long_name[..], &b"v"[..])]);
+        assert_eq!(err, Err(ProtoError::FieldTooLong(70_000)));
+        assert_eq!(&buf[..], b"kept");
+        let big_value = vec![b'v'; crate::MAX_FRAME_BYTES];
+        let err = encode_response_head(&mut buf, 200, b"OK", [(&b"x"[..], &big_value[..])]);
+        assert!(matches!(err, Err(ProtoError::TooLarge(_))), "{err:?}");
+        assert_eq!(&buf[..], b"kept");
+        encode_response_head(&mut buf, 200, b"OK", [(&b"x"[..], &b"v"[..])]).unwrap();
+        assert!(buf.len() > 4);
+    }
+
+    #[test]
     fn request_head_round_trips_raw_bytes() {
         let meta = RequestMeta {
             request_id: b"req-1",
@@ -335,7 +355,7 @@ mod tests {
             (b"cookie", b"b=2"),
         ];
         let mut buf = BytesMut::new();
-        encode_request_head(&mut buf, &meta, headers.iter().copied());
+        encode_request_head(&mut buf, &meta, headers.iter().copied()).unwrap();
         let Some(Frame::RequestHead(head)) = decode(&mut buf).unwrap() else {
             panic!("not a request head");
         };
@@ -360,7 +380,8 @@ mod tests {
             418,
             b"I'm a teapot",
             [(&b"set-cookie"[..], &b"a=1"[..])],
-        );
+        )
+        .unwrap();
         let Some(Frame::ResponseHead(head)) = decode(&mut buf).unwrap() else {
             panic!("not a response head");
         };
@@ -372,7 +393,7 @@ mod tests {
     #[test]
     fn lying_lengths_inside_a_head_are_malformed() {
         let mut buf = BytesMut::new();
-        encode_response_head(&mut buf, 200, b"OK", [(&b"a"[..], &b"b"[..])]);
+        encode_response_head(&mut buf, 200, b"OK", [(&b"a"[..], &b"b"[..])]).unwrap();
         // Claim a million headers in a frame that holds one.
         let count_at = 5 + 2 + 2 + 2;
         buf[count_at..count_at + 4].copy_from_slice(&1_000_000u32.to_be_bytes());
@@ -382,7 +403,7 @@ mod tests {
         ));
 
         let mut buf = BytesMut::new();
-        encode_response_head(&mut buf, 200, b"OK", [(&b"a"[..], &b"b"[..])]);
+        encode_response_head(&mut buf, 200, b"OK", [(&b"a"[..], &b"b"[..])]).unwrap();
         // Claim a value longer than the frame.
         let value_len_at = buf.len() - 1 - 4;
         buf[value_len_at..value_len_at + 4].copy_from_slice(&999u32.to_be_bytes());

@@ -247,6 +247,10 @@ def ep_headers(environ, start_response):
 
 def ep_bad_header(environ, start_response):
     kind = query(environ).get("kind", "crlf")
+    if kind == "huge":
+        # Headers that do not fit in one frame to the gateway (1 MiB): 2 MiB of X-Bad.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Bad", "v" * (2 << 20))])
+        return [b"must not be sent"]
     value = "bad\r\nX-Injected: yes" if kind == "crlf" else "price \u20ac5"
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Bad", value)])
     return [b"must not be sent"]

@@ -261,12 +261,8 @@ pub fn ensure_open_file_limit(needed: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes into the struct we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0,
-        "getrlimit: {}",
-        io::Error::last_os_error()
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
     if limit.rlim_cur >= needed {
         return;
     }
@@ -278,12 +274,8 @@ pub fn ensure_open_file_limit(needed: u64) {
     );
     limit.rlim_cur = needed;
     // SAFETY: setrlimit only reads the struct we own.
-    assert_eq!(
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) },
-        0,
-        "setrlimit: {}",
-        io::Error::last_os_error()
-    );
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
 }
 
 /// How many files process `pid` has open (its entries in `/proc/PID/fd`).

@@ -59,6 +59,7 @@ for_both_apps!(
     repeated_headers,
     bad_header_crlf_is_500,
     bad_header_nonlatin_is_500,
+    headers_too_large_to_send_are_500,
     content_length_longer_than_body_is_cut_off,
     content_length_shorter_than_body_is_honoured,
     big_body_50_mib,
@@ -519,6 +520,19 @@ fn bad_header_crlf_is_500(sluice: &SluiceHandle) {
 
 fn bad_header_nonlatin_is_500(sluice: &SluiceHandle) {
     bad_header(sluice, "nonlatin");
+}
+
+/// Response headers too large for a frame to the gateway: the app's start_response raises, the
+/// client gets 500, and the worker and the gateway go on serving.
+fn headers_too_large_to_send_are_500(sluice: &SluiceHandle) {
+    let mark = sluice.log_len();
+    let resp = get(sluice.addr(), "/bad-header?kind=huge");
+    assert_eq!(resp.status(), 500);
+    assert!(resp.header("X-Bad").is_none(), "{:?}", resp.head);
+    sluice.wait_log_after(mark, "the reason in the log", DEADLINE, |l| {
+        l.contains("response headers cannot be sent")
+    });
+    assert_eq!(get(sluice.addr(), "/environ").status(), 200);
 }
 
 fn content_length_longer_than_body_is_cut_off(sluice: &SluiceHandle) {

@@ -304,7 +304,7 @@ mod tests {
             has_body: true,
             queued: 0,
         };
-        encode_request_head(wire, &meta, [(&b"host"[..], host)]);
+        encode_request_head(wire, &meta, [(&b"host"[..], host)]).unwrap();
     }
 
     /// A head announcing `body.len()` bytes, then the body cut into frames of `sizes` (cycled),

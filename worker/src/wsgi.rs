@@ -298,7 +298,8 @@ fn encode_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResul
         code,
         reason,
         pairs.iter().map(|(n, v)| (&n[..], &v[..])),
-    );
+    )
+    .map_err(|err| PyValueError::new_err(format!("response headers cannot be sent: {err}")))?;
     Ok(Head {
         frame,
         content_length,
