@@ -34,7 +34,7 @@ use crate::clock::{ClockedIo, EndsPhase, Timeouts};
 use crate::config::{EdgeConfig, HttpVersions};
 use crate::delegate::replay;
 use crate::forward::{ConnInfo, Route};
-use crate::framing::{Limits, Screen, Screened, MAX_HEAD_BYTES};
+use crate::framing::{Limits, Screen, Screened};
 use crate::server::handle;
 
 /// hyper's own cap on header fields when none is configured; it answers 431 beyond it.
@@ -247,15 +247,22 @@ where
         let stream = Stream::begin(activity.clone());
         async move {
             let mut stream = stream;
-            let response = handle(route, request).await;
+            // hyper polls a stream's service once before it looks for the client's
+            // RST_STREAM; yielding first lets it see one that came with the request (rapid
+            // reset) before any of the request's work is done: a worker connection taken,
+            // made, or written to.
+            tokio::task::yield_now().await;
+            // Boxed once it is known to be wanted: hyper spawns each stream's future, and the
+            // whole request path inline would be copied into every task, reset ones included.
+            let response = Box::pin(handle(route, request)).await;
             stream.answered = true;
             Ok::<_, Infallible>(response.map(|body| stream.lasts_as_long_as(body)))
         }
     });
-    // A header list as large as HTTP/1.1 allows (every field at its largest), within the same
-    // ceiling: beyond it the h2 crate answers 431 without decoding the rest.
+    // A header list as large as HTTP/1.1 allows (every field at its largest), up to
+    // H2_MAX_HEADER_LIST_BYTES: beyond it the h2 crate answers 431 without decoding the rest.
     let header_list =
-        (edge.limits.fields.saturating_mul(edge.limits.field_size)).min(MAX_HEAD_BYTES);
+        (edge.limits.fields.saturating_mul(edge.limits.field_size)).min(H2_MAX_HEADER_LIST_BYTES);
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(edge.h2_max_concurrent_streams)
@@ -263,6 +270,14 @@ where
         .max_send_buf_size(H2_MAX_SEND_BUF_BYTES)
         .serve_connection(TokioIo::new(stream), service)
 }
+
+/// The largest header list an HTTP/2 request may decode to: 32 KiB, what nginx reads for a
+/// request head by default (4 buffers of 8 KiB), twice hyper's default. Lower than HTTP/1.1's
+/// ceiling (`MAX_HEAD_BYTES`) because HPACK makes a big list cheap to send and dear to decode:
+/// a CONTINUATION flood costs the server about this much decoding per connection before it is
+/// cut off (measured: at 64 KiB such a flood took ordinary clients to 0.80 of their
+/// throughput, at 32 KiB see `tests/tests/http2_floods.rs`).
+const H2_MAX_HEADER_LIST_BYTES: usize = 32 * 1024;
 
 /// Streams a client may abandon (reset, or leave, before their answer) on one HTTP/2
 /// connection before it is told to go away: the rapid-reset attack (CVE-2023-44487) costs a

@@ -1,6 +1,7 @@
 //! The sluice end-to-end test harness: runs the real `sluice` binary (real workers, real Python
 //! apps, real sockets) and talks raw HTTP/1.1 to it. The tests themselves live in `tests/tests/`.
 
+pub mod h2flood;
 pub mod harness;
 pub mod http;
 pub mod load;
@@ -8,6 +9,7 @@ pub mod tls;
 pub mod trickle;
 pub mod util;
 
+pub use h2flood::{Flood, FloodKind, FloodReport};
 pub use harness::{
     apps_dir, children_of, free_port, python_for_frameworks, sluice_bin, sluice_check,
     stdlib_python, CheckOutput, ConfigFile, Failure, Sluice, SluiceHandle, DEADLINE,
