@@ -12,6 +12,7 @@
     h2probe.py PORT settings SECONDS               SETTINGS frames as fast as it can
     h2probe.py PORT zero-window PATH               reads nothing of the response: window 0
     h2probe.py PORT idle                           opens a connection, sends nothing more
+    h2probe.py PORT server-settings                the SETTINGS the server announces
 
 Floods stop at the first GOAWAY or close, or after SECONDS; the result says which.
 """
@@ -385,6 +386,24 @@ def idle(port):
     return result
 
 
+def server_settings(port):
+    sock, conn = connect(port)
+    announced = {}
+
+    def got(events):
+        for event in events:
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                for code, setting in event.changed_settings.items():
+                    announced[h2.settings.SettingCodes(code).name] = setting.new_value
+                return True
+        return False
+
+    result = pump(sock, conn, got, time.monotonic() + 10)
+    sock.close()
+    result["settings"] = announced
+    return result
+
+
 def main(argv):
     port, scenario, args = int(argv[1]), argv[2], argv[3:]
     if scenario == "get":
@@ -410,6 +429,8 @@ def main(argv):
         result = zero_window(port, args[0])
     elif scenario == "idle":
         result = idle(port)
+    elif scenario == "server-settings":
+        result = server_settings(port)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     if result is not None:

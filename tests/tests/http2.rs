@@ -360,3 +360,22 @@ fn static_files_compression_timeout_and_forwarded_headers_over_http2() {
     // Python never saw the static file.
     assert!(seen(&sluice).iter().all(|r| !r.contains("static")));
 }
+
+/// `h2_max_concurrent_streams` is what the server announces in its SETTINGS (the h2 crate
+/// refuses streams beyond it), 100 unless set.
+#[test]
+fn the_stream_limit_is_announced_and_held() {
+    let sluice = serve(&["--h2-max-concurrent-streams", "7", "--threads", "2"]);
+    let port = sluice.addr().port();
+    let announced = probe(port, &["server-settings"]);
+    assert_eq!(
+        announced["settings"]["MAX_CONCURRENT_STREAMS"], 7,
+        "{announced}"
+    );
+    let default = serve(&[]);
+    let announced = probe(default.addr().port(), &["server-settings"]);
+    assert_eq!(
+        announced["settings"]["MAX_CONCURRENT_STREAMS"], 100,
+        "{announced}"
+    );
+}
