@@ -26,7 +26,7 @@ use http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::{Body as _, Frame as BodyFrame};
 use sluice_proto::{
     decode, encode_request_head, encode_shared_body, frame_header, shared::SHARED_BODY_BYTES,
-    Frame, HttpVersion, Kind, RequestMeta, ResponseHead, MAX_CHUNK_BYTES,
+    Frame, HttpVersion, Kind, RequestMeta, ResponseHead, COALESCE_BYTES, MAX_CHUNK_BYTES,
 };
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -41,10 +41,6 @@ use crate::metrics::AppMetrics;
 use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
 use crate::relay::{self, After, Handoff, Relay, Relayed, Successor};
 use crate::shared::Region;
-
-/// Body bytes up to this size are copied into the request frame buffer; larger ones are written
-/// from their own buffers.
-const COALESCE_BYTES: usize = 16 * 1024;
 
 /// What the forwarder knows about the client connection a request came on.
 #[derive(Debug, Clone, Copy)]

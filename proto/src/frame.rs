@@ -19,6 +19,11 @@ pub const FRAME_HEADER_BYTES: usize = 5;
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+/// Body bytes up to this size are copied into the frame buffer beside their head, by either
+/// side, so a small message leaves in one write; larger ones are written from their own
+/// buffers. Also where the gateway starts sending request bodies through shared memory, and
+/// the largest body a request queued behind another may carry (see PROTOCOL.md).
+pub const COALESCE_BYTES: usize = 16 * 1024;
 
 /// What a frame carries. Data connections carry `Request*` one way and `Response*`/`Error` the
 /// other; the control channel carries `Ready`/`Fatal` from the worker and `Stop` to it.

@@ -16,7 +16,7 @@ pub mod shared;
 pub use frame::{
     declared_len, decode, encode_control, encode_end, encode_error, encode_request_head,
     encode_response_head, encode_shared_body, encode_shared_chunk, encode_stop, frame_header,
-    AppErrorKind, Frame, Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
-    PREFACE, PREFACE_UNSHARED, VERSION,
+    AppErrorKind, Frame, Kind, ProtoError, COALESCE_BYTES, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES,
+    MAX_FRAME_BYTES, PREFACE, PREFACE_UNSHARED, VERSION,
 };
 pub use head::{HttpVersion, RequestHead, RequestMeta, ResponseHead, Scheme};

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 use sluice_proto::{
-    declared_len, decode, encode_shared_chunk, frame_header, Frame, Kind, FRAME_HEADER_BYTES,
-    MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
+    declared_len, decode, encode_shared_chunk, frame_header, Frame, Kind, COALESCE_BYTES,
+    FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
 };
 
 use crate::shared::Region;
@@ -21,8 +21,6 @@ use crate::shared::Region;
 /// a usual request head in one read, while most of a large request body stays in the kernel
 /// until [`FrameReader::read_body_into`] reads it straight where it belongs.
 const READ_BYTES: usize = 8 * 1024;
-/// Chunks up to this size are copied into the write buffer; larger ones are written in place.
-const COALESCE_BYTES: usize = 16 * 1024;
 
 pub(crate) struct FrameReader {
     stream: UnixStream,
