@@ -115,9 +115,11 @@ impl Connections {
     }
 }
 
-/// Serves one connection to its end. `alpn` is what TLS agreed (`None` in clear text).
+/// Serves one connection to its end. `first`: bytes already read from it (past a PROXY
+/// header), read again first; `alpn`: what TLS agreed (`None` in clear text).
 pub(crate) async fn serve<T>(
     stream: T,
+    first: Bytes,
     alpn: Option<Vec<u8>>,
     info: ConnInfo,
     edge: Edge,
@@ -129,14 +131,11 @@ pub(crate) async fn serve<T>(
     let draining = connections.draining();
     let peer = info.peer;
     let protocol = match (edge.http, alpn.as_deref()) {
-        (HttpVersions::Http1, _) => Protocol::Http1,
-        (HttpVersions::Http2, _) => Protocol::Http2,
-        (HttpVersions::Auto, Some(b"h2")) => Protocol::Http2,
-        (HttpVersions::Auto, Some(_)) => Protocol::Http1,
-        (HttpVersions::Auto, None) => Protocol::Http1,
+        (HttpVersions::Http2, _) | (HttpVersions::Auto, Some(b"h2")) => Protocol::Http2,
+        _ => Protocol::Http1,
     };
     let (stream, protocol) = if alpn.is_none() && edge.http == HttpVersions::Auto {
-        match tokio::time::timeout(edge.timeouts.header, sniff(stream)).await {
+        match tokio::time::timeout(edge.timeouts.header, sniff(first, stream)).await {
             Ok(Ok(sniffed)) => sniffed,
             Ok(Err(err)) => {
                 tracing::debug!(?peer, "connection ended: {err}");
@@ -146,7 +145,7 @@ pub(crate) async fn serve<T>(
             Err(_) => return,
         }
     } else {
-        (Rewind::new(Bytes::new(), stream), protocol)
+        (Rewind::new(first, stream), protocol)
     };
     let ended = match protocol {
         Protocol::Http1 => drive(serve_http1(stream, info, edge, route), draining, None).await,
@@ -162,26 +161,32 @@ pub(crate) async fn serve<T>(
     }
 }
 
-/// Reads until the first bytes tell an HTTP/2 preface from anything else; they are replayed to
-/// whichever server takes the connection.
-async fn sniff<T: AsyncRead + Unpin>(mut stream: T) -> io::Result<(Rewind<T>, Protocol)> {
-    let mut first = Vec::with_capacity(H2_PREFACE.len());
-    loop {
-        let mut buf = [0u8; 24];
-        let want = H2_PREFACE.len() - first.len();
-        let n = stream.read(&mut buf[..want]).await?;
-        first.extend_from_slice(&buf[..n]);
-        let protocol = if n == 0 || !H2_PREFACE.starts_with(&first) {
-            Some(Protocol::Http1)
-        } else if first.len() == H2_PREFACE.len() {
-            Some(Protocol::Http2)
-        } else {
-            None
-        };
-        if let Some(protocol) = protocol {
-            return Ok((Rewind::new(Bytes::from(first), stream), protocol));
+/// Reads until the first bytes (`first` already read, then the stream's) tell an HTTP/2
+/// preface from anything else; they are replayed to whichever server takes the connection.
+async fn sniff<T: AsyncRead + Unpin>(
+    first: Bytes,
+    mut stream: T,
+) -> io::Result<(Rewind<T>, Protocol)> {
+    let mut seen = first.to_vec();
+    // Decided once the bytes stop matching the preface, or have matched all of it.
+    let protocol = loop {
+        let shared = seen.len().min(H2_PREFACE.len());
+        if seen[..shared] != H2_PREFACE[..shared] {
+            break Protocol::Http1;
         }
-    }
+        if shared == H2_PREFACE.len() {
+            break Protocol::Http2;
+        }
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let n = stream
+            .read(&mut buf[..H2_PREFACE.len() - seen.len()])
+            .await?;
+        if n == 0 {
+            break Protocol::Http1;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    };
+    Ok((Rewind::new(Bytes::from(seen), stream), protocol))
 }
 
 /// HTTP/1.1 behind the byte-level screen and the head and keep-alive clocks, [`handle`] for
@@ -510,7 +515,7 @@ mod tests {
     use super::*;
 
     async fn sniffed(input: &'static [u8]) -> (Protocol, Vec<u8>) {
-        let (mut stream, protocol) = sniff(input).await.unwrap();
+        let (mut stream, protocol) = sniff(Bytes::new(), input).await.unwrap();
         let mut all = Vec::new();
         stream.read_to_end(&mut all).await.unwrap();
         (protocol, all)
@@ -532,6 +537,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_read_before_count_and_are_replayed_first() {
+        let (mut stream, protocol) = sniff(
+            Bytes::from_static(b"PRI * HTTP/2"),
+            &b".0\r\n\r\nSM\r\n\r\nX"[..],
+        )
+        .await
+        .unwrap();
+        assert_eq!(protocol, Protocol::Http2);
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nX");
+        let (_, protocol) = sniff(Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"), &b""[..])
+            .await
+            .unwrap();
+        assert_eq!(protocol, Protocol::Http1);
+    }
+
+    #[tokio::test]
     async fn a_preface_in_pieces_is_still_recognised() {
         let (client, server) = tokio::io::duplex(64);
         let writer = tokio::spawn(async move {
@@ -543,7 +566,7 @@ mod tests {
             }
             client
         });
-        let (_, protocol) = sniff(server).await.unwrap();
+        let (_, protocol) = sniff(Bytes::new(), server).await.unwrap();
         assert_eq!(protocol, Protocol::Http2);
         drop(writer.await.unwrap());
     }

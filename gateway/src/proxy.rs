@@ -33,12 +33,17 @@ pub(crate) fn is_trusted(allow: &[IpNet], ip: IpAddr) -> bool {
     allow.iter().any(|net| net.contains(&ip))
 }
 
-/// The forwarded view of a request that came from `peer`, if `peer` is trusted. A peer on a
-/// Unix socket (`None`) is a process on this machine allowed to open the socket's file, and is
-/// trusted as 127.0.0.1 would be: an nginx in front is the usual one.
-pub(crate) fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, allow: &[IpNet]) -> Forwarded {
+/// Whether a connection's peer may speak for its clients (forwarded headers, a PROXY protocol
+/// header). A peer on a Unix socket (`None`) is a process on this machine allowed to open the
+/// socket's file, and is trusted as 127.0.0.1 would be: an nginx in front is the usual one.
+pub(crate) fn trusts_peer(allow: &[IpNet], peer: Option<SocketAddr>) -> bool {
     let ip = peer.map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |p| p.ip());
-    if !is_trusted(allow, ip) {
+    is_trusted(allow, ip)
+}
+
+/// The forwarded view of a request that came from `peer`, if `peer` is trusted.
+pub(crate) fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, allow: &[IpNet]) -> Forwarded {
+    if !trusts_peer(allow, peer) {
         return Forwarded::default();
     }
     if headers.contains_key(FORWARDED) {

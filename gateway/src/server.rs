@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,21 +118,10 @@ impl Acceptor for UnixListener {
     }
 }
 
-/// Reads a connection's PROXY protocol header; what came after it is read again first.
-async fn proxy_header<S: AsyncRead + Unpin>(
-    mut stream: S,
-) -> io::Result<(proxy_protocol::Header, Rewind<S>)> {
-    let (header, rest) = proxy_protocol::read_header(&mut stream).await?;
-    Ok((header, Rewind::new(rest, stream)))
-}
-
 /// Takes a PROXY header's addresses for the connection's, when its sender is trusted as a
 /// forwarding proxy is (`forwarded_allow_ips`; a Unix-socket peer counts as 127.0.0.1).
 fn believe(info: &mut ConnInfo, header: proxy_protocol::Header, allow: &[ipnet::IpNet]) {
-    let sender = info
-        .peer
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |peer| peer.ip());
-    if !proxy::is_trusted(allow, sender) {
+    if !proxy::trusts_peer(allow, info.peer) {
         tracing::debug!(peer = ?info.peer, "PROXY protocol header from an untrusted peer; ignored");
         return;
     }
@@ -177,12 +165,14 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         let (route, connections) = (bind.route.clone(), bind.connections.clone());
         bind.connections.spawn(async move {
             // Before TLS and before HTTP: the PROXY header is the first thing on the wire.
-            let stream = if proxy_protocol {
-                let header = tokio::time::timeout(edge.header_timeout(), proxy_header(stream));
-                match header.await {
-                    Ok(Ok((found, stream))) => {
+            let mut stream = stream;
+            // What came after the PROXY header in its read, to be read first.
+            let first = if proxy_protocol {
+                let header = proxy_protocol::read_header(&mut stream);
+                match tokio::time::timeout(edge.header_timeout(), header).await {
+                    Ok(Ok((found, rest))) => {
                         believe(&mut info, found, &app.config.edge.forwarded_allow_ips);
-                        stream
+                        rest
                     }
                     Ok(Err(err)) => {
                         tracing::debug!(?peer, "no usable PROXY protocol header: {err}");
@@ -194,21 +184,25 @@ pub(crate) async fn accept_loop<L: Acceptor>(
                     }
                 }
             } else {
-                Rewind::new(Bytes::new(), stream)
+                Bytes::new()
             };
             drop(app);
             match tls {
-                None => connection::serve(stream, None, info, edge, route, &connections).await,
+                None => {
+                    connection::serve(stream, first, None, info, edge, route, &connections).await
+                }
                 // The handshake runs in the connection's own task, within the time a client
                 // has for its request head, so a slow or silent client never holds up the
                 // accept loop.
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let handshake = acceptor.accept(stream);
+                    let handshake = acceptor.accept(Rewind::new(first, stream));
                     match tokio::time::timeout(edge.header_timeout(), handshake).await {
                         Ok(Ok(stream)) => {
                             let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                            connection::serve(stream, alpn, info, edge, route, &connections).await
+                            let first = Bytes::new();
+                            connection::serve(stream, first, alpn, info, edge, route, &connections)
+                                .await
                         }
                         Ok(Err(err)) => tracing::debug!(?peer, "TLS handshake failed: {err}"),
                         Err(_) => tracing::debug!(?peer, "TLS handshake not complete in time"),

@@ -61,11 +61,7 @@ fn check_http2(request: &Request, edge: &EdgeConfig) -> Result<(), GatewayError>
         return Err(GatewayError::HeaderFieldsTooLarge);
     }
     let uri = request.uri();
-    match uri.path() {
-        "*" if request.method() == Method::OPTIONS && uri.query().is_none() => {}
-        path if path.starts_with('/') => {}
-        _ => return Err(GatewayError::Malformed("HTTP/2 :path not in origin form")),
-    }
+    check_path(request.method(), uri)?;
     let authority = uri.authority().map(|a| a.as_str().as_bytes());
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
@@ -113,6 +109,12 @@ fn check_target(method: &Method, uri: &Uri) -> Result<(), GatewayError> {
     if uri.authority().is_some() || method == Method::CONNECT {
         return Err(GatewayError::Malformed("authority-form target (CONNECT)"));
     }
+    check_path(method, uri)
+}
+
+/// A path in origin form, or `*` for OPTIONS alone: HTTP/1.1's target (once it is neither
+/// absolute nor authority form) and HTTP/2's `:path` alike.
+fn check_path(method: &Method, uri: &Uri) -> Result<(), GatewayError> {
     match uri.path() {
         "*" if method == Method::OPTIONS && uri.query().is_none() => Ok(()),
         "*" => Err(GatewayError::Malformed(

@@ -105,14 +105,19 @@ impl TestCa {
         pair
     }
 
-    /// A client configuration that trusts this CA, offers `alpn`, and presents `identity` if
-    /// given.
-    pub fn client_config(&self, alpn: &[&[u8]], identity: Option<&Pair>) -> Arc<ClientConfig> {
+    /// A root store that trusts this CA alone.
+    pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_file(self.ca_file()).expect("the CA"))
             .expect("a usable CA");
-        let builder = ClientConfig::builder().with_root_certificates(roots);
+        roots
+    }
+
+    /// A client configuration that trusts this CA, offers `alpn`, and presents `identity` if
+    /// given.
+    pub fn client_config(&self, alpn: &[&[u8]], identity: Option<&Pair>) -> Arc<ClientConfig> {
+        let builder = ClientConfig::builder().with_root_certificates(self.roots());
         let mut config = match identity {
             None => builder.with_no_client_auth(),
             Some(pair) => builder

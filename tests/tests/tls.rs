@@ -50,7 +50,7 @@ fn https_requests_are_served_with_the_https_scheme() {
         config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[versions])
             .unwrap()
-            .with_root_certificates(root_store(&ca))
+            .with_root_certificates(ca.roots())
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut conn = TlsConn::connect(addr, Arc::new(config)).expect("handshake");
@@ -136,15 +136,6 @@ fn https_requests_are_served_with_the_https_scheme() {
     });
     assert_eq!(line["tls"], true);
     assert_eq!(line["protocol"], "HTTP/1.1");
-}
-
-fn root_store(ca: &TestCa) -> rustls::RootCertStore {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_file(ca.ca_file()).unwrap())
-        .unwrap();
-    roots
 }
 
 #[test]
