@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Version};
 
 use crate::config::AccessLog;
-use crate::context::RequestContext;
 
 /// What the line is made of, gathered as the request passes (see `context::Observation`).
 pub(crate) struct AccessRecord {
@@ -28,7 +27,12 @@ pub(crate) struct AccessRecord {
 
 /// How a request ended, for its line.
 pub(crate) struct Outcome<'a> {
-    pub(crate) context: &'a RequestContext,
+    pub(crate) request_id: &'a str,
+    /// Who the client really is (after trusted proxies); `None` on a Unix socket.
+    pub(crate) client: Option<SocketAddr>,
+    /// Its wait for a Python thread, and its time in Python, if it got that far.
+    pub(crate) queued: Option<Duration>,
+    pub(crate) python: Option<Duration>,
     pub(crate) status: u16,
     /// Body bytes sent.
     pub(crate) bytes: u64,
@@ -73,13 +77,11 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
     const CLF: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
         "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
     );
-    let timing = &outcome.context.timing;
     let opt_ms =
         |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", ms(d)));
     format!(
         "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" app={app} rid={rid} total_ms={total:.3} queue_ms={queue} python_ms={python} peer={peer} tls={tls}\n",
         client = outcome
-            .context
             .client
             .map_or_else(|| "-".to_owned(), |c| c.ip().to_string()),
         time = now.format(CLF).unwrap_or_default(),
@@ -91,17 +93,16 @@ fn combined(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateT
         referer = record.referer.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
         agent = record.user_agent.as_ref().map_or_else(|| "-".into(), |v| escape(v.as_bytes())),
         app = record.app,
-        rid = outcome.context.id_str(),
+        rid = outcome.request_id,
         total = ms(outcome.total),
-        queue = opt_ms(timing.queued()),
-        python = opt_ms(timing.python()),
+        queue = opt_ms(outcome.queued),
+        python = opt_ms(outcome.python),
         peer = peer_str(record.peer),
         tls = if record.tls { "on" } else { "off" },
     )
 }
 
 fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime) -> String {
-    let timing = &outcome.context.timing;
     let target = String::from_utf8_lossy(&record.target);
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -115,8 +116,8 @@ fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime)
     let mut line = serde_json::json!({
         "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "app": record.app,
-        "request_id": outcome.context.id_str(),
-        "client": outcome.context.client.map(|c| c.ip().to_string()),
+        "request_id": outcome.request_id,
+        "client": outcome.client.map(|c| c.ip().to_string()),
         "peer": peer_str(record.peer),
         "method": record.method.as_str(),
         "path": path,
@@ -126,8 +127,8 @@ fn json(record: &AccessRecord, outcome: &Outcome<'_>, now: time::OffsetDateTime)
         "status": outcome.status,
         "bytes": outcome.bytes,
         "total_ms": round(outcome.total),
-        "queue_ms": timing.queued().map(round),
-        "python_ms": timing.python().map(round),
+        "queue_ms": outcome.queued.map(round),
+        "python_ms": outcome.python.map(round),
         "referer": lossy(&record.referer),
         "user_agent": lossy(&record.user_agent),
     })
@@ -153,24 +154,13 @@ fn escape(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Timing;
 
-    fn context() -> RequestContext {
-        let context = RequestContext {
-            id: HeaderValue::from_static("abc-123"),
-            client: Some("203.0.113.7:0".parse().unwrap()),
-            scheme: sluice_proto::Scheme::Https,
-            host: None,
-            timing: Timing::default(),
-        };
-        context.timing.set_queued(Duration::from_micros(250));
-        context.timing.set_python(Duration::from_micros(12_345));
-        context
-    }
-
-    fn outcome(context: &RequestContext) -> Outcome<'_> {
+    fn outcome() -> Outcome<'static> {
         Outcome {
-            context,
+            request_id: "abc-123",
+            client: Some("203.0.113.7:0".parse().unwrap()),
+            queued: Some(Duration::from_micros(250)),
+            python: Some(Duration::from_micros(12_345)),
             status: 200,
             bytes: 13,
             total: Duration::from_micros(13_000),
@@ -194,8 +184,7 @@ mod tests {
     #[test]
     fn combined_lines_escape_and_carry_the_times() {
         let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
-        let context = context();
-        let line = combined(&record(AccessLog::Combined), &outcome(&context), now);
+        let line = combined(&record(AccessLog::Combined), &outcome(), now);
         assert_eq!(
             line,
             "203.0.113.7 - - [23/Nov/2026:10:04:05 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app=shop rid=abc-123 total_ms=13.000 queue_ms=0.250 python_ms=12.345 peer=127.0.0.1:5000 tls=on\n"
@@ -205,8 +194,7 @@ mod tests {
     #[test]
     fn json_lines_are_one_object() {
         let now = time::macros::datetime!(2026-11-23 10:04:05 UTC);
-        let context = context();
-        let line = json(&record(AccessLog::Json), &outcome(&context), now);
+        let line = json(&record(AccessLog::Json), &outcome(), now);
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["path"], "/a");

@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderValue, StatusCode};
 
-use crate::forward::AppState;
-use crate::metrics::Metrics;
+use crate::app::AppState;
+use crate::metrics::{AppGauges, Metrics};
 
 /// What the admin endpoints read: the metrics and the generation of apps serving now.
 pub(crate) struct Admin {
@@ -42,7 +42,17 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    let text = admin.metrics.render(&admin.apps.load());
+    let apps = admin.apps.load();
+    let gauges: Vec<AppGauges<'_>> = apps
+        .iter()
+        .map(|app| AppGauges {
+            name: &app.config.name,
+            alive: app.workers.alive_count(),
+            threads: app.config.threads,
+            busy: app.busy.load(Ordering::Relaxed),
+        })
+        .collect();
+    let text = admin.metrics.render(&gauges);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -19,11 +19,21 @@ use http::header::{HeaderName, HeaderValue};
 use sluice_proto::Scheme;
 
 use crate::access_log::{self, AccessRecord};
+use crate::app::AppState;
 use crate::config::AccessLog;
-use crate::forward::{AppState, ConnInfo};
-use crate::framing::request_target;
+use crate::edge::forwarded;
+use crate::edge::framing::request_target;
 use crate::metrics::AppMetrics;
-use crate::proxy;
+
+/// What the gateway knows about the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnInfo {
+    /// `None` on a Unix socket, whose peers have no address.
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
+    /// The connection came over TLS.
+    pub(crate) tls: bool,
+}
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -149,7 +159,7 @@ impl Observation {
                 id
             }
         };
-        let forwarded = proxy::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
+        let forwarded = forwarded::resolve(info.peer, request.headers(), &edge.forwarded_allow_ips);
         let context = Arc::new(RequestContext {
             id: id.clone(),
             client: forwarded.client.or(info.peer),
@@ -275,7 +285,10 @@ impl Drop for ObservedBody {
         done.metrics.observe(done.status, total, timing.queued());
         if let Some(access) = &done.access {
             let outcome = access_log::Outcome {
-                context: &done.context,
+                request_id: done.context.id_str(),
+                client: done.context.client,
+                queued: timing.queued(),
+                python: timing.python(),
                 status: done.status,
                 bytes: self.bytes,
                 total,

@@ -34,35 +34,23 @@
 //! - `shutdown`: the signals the gateway answers.
 
 mod access_log;
-mod activation;
 mod admin;
-mod admission;
-mod body_bufs;
-mod clock;
-mod compress;
+mod app;
 pub mod config;
-mod connection;
 mod context;
-mod delegate;
+mod edge;
 mod error;
 mod forward;
-mod framing;
-mod gateway;
 mod metrics;
+mod pipeline;
 mod pool;
-mod proxy;
-mod proxy_protocol;
-mod relay;
+mod run;
 mod server;
-mod shared;
 mod shutdown;
-mod static_files;
-mod strict;
 mod supervisor;
-mod tls;
 
-pub use activation::Inherited;
 pub use config::{AppConfig, Config, ConfigError};
-pub use gateway::run;
+pub use edge::activation::Inherited;
+pub use edge::tls::{check as check_tls, TlsError};
+pub use run::run;
 pub use shutdown::Stop;
-pub use tls::{check as check_tls, TlsError};

@@ -6,7 +6,6 @@
 //! the workers (alive, busy and idle threads) are read from the live apps at scrape time, so they
 //! can never drift from the truth.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::forward::AppState;
 
 /// Upper bounds of the duration histograms, in seconds: 1 ms to 60 s.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -232,19 +229,18 @@ impl Metrics {
         })
     }
 
-    /// The text exposition, with the worker gauges read from `apps` (the generation serving now).
-    pub(crate) fn render(&self, apps: &[Arc<AppState>]) -> String {
+    /// The text exposition, with the worker gauges set from `apps` (the generation serving now).
+    pub(crate) fn render(&self, apps: &[AppGauges<'_>]) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.workers_alive.clear();
         self.threads.clear();
         for app in apps {
-            let name = &app.config.name;
-            let alive = app.workers.alive_count();
-            let total = alive * app.config.threads;
-            let busy = app.busy.load(Ordering::Relaxed).min(total);
+            let name = app.name.to_owned();
+            let total = app.alive * app.threads;
+            let busy = app.busy.min(total);
             self.workers_alive
                 .get_or_create(&AppLabel { app: name.clone() })
-                .set(alive as i64);
+                .set(app.alive as i64);
             for (state, value) in [("busy", busy), ("idle", total - busy)] {
                 self.threads
                     .get_or_create(&ThreadLabel {
@@ -259,6 +255,17 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// What the worker gauges of one app show at a scrape.
+pub(crate) struct AppGauges<'a> {
+    pub(crate) name: &'a str,
+    /// Workers in rotation.
+    pub(crate) alive: usize,
+    /// Threads per worker.
+    pub(crate) threads: usize,
+    /// Requests in Python now.
+    pub(crate) busy: usize,
 }
 
 impl AppMetrics {

@@ -18,17 +18,17 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::activation::{Inherited, Passed};
 use crate::admin::{self, Admin};
-use crate::admission::{self, ConnectionLimit};
+use crate::app::Route;
 use crate::config::{AppConfig, BindAddr, BindConfig, Config};
-use crate::connection::Connections;
-use crate::forward::Route;
+use crate::edge::activation::{Inherited, Passed};
+use crate::edge::admission::{self, ConnectionLimit};
+use crate::edge::connection::Connections;
+use crate::edge::tls::{self, TlsSetting};
 use crate::metrics::Metrics;
 use crate::server;
 use crate::shutdown::{Signal, Signals, Stop};
 use crate::supervisor::{self, AppHandle, RunDir, StartError};
-use crate::tls::{self, TlsSetting};
 
 /// Which configured bind a listener belongs to, across reloads. A port-0 bind is a fresh port
 /// each time it is opened, so it is kept per app and position in the app's list: reloading

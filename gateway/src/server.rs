@@ -1,5 +1,5 @@
-//! Accepting connections on each bind (TLS handshakes included) and what every request goes
-//! through ([`handle`]); `connection` serves each connection.
+//! Accepting connections on each bind (PROXY headers and TLS handshakes included);
+//! `edge::connection` serves each connection, and `pipeline` each request on it.
 //! A failing connection is logged inside its own task and never ends the accept loop.
 //! Every bind takes its connections from the gateway-wide [`ConnectionLimit`], and each
 //! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
@@ -11,10 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -24,50 +20,12 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::admission::ConnectionLimit;
-use crate::connection::{self, Connections, Edge, Rewind};
-use crate::context::Observation;
-use crate::forward::{forward, AppState, ConnInfo, Route};
-use crate::tls::TlsSetting;
-use crate::{compress, static_files, strict};
-use crate::{proxy, proxy_protocol};
-
-/// Everything an app bind does with a request, in order: observe it (id, real client, metrics
-/// and access log, for refusals and static files too), refuse what the strict checks refuse,
-/// then answer it (a static file, or Python), compressed when that is on and it qualifies.
-///
-/// Plain function calls rather than a stack of tower layers: each layer boxed and cloned on
-/// every request, which measurably cost throughput on small requests.
-pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response {
-    // The edge settings of the generation serving now, looked up once; the forwarder looks
-    // again after the body, which may have taken long enough for a reload.
-    let app = route.load_full();
-    // Admitted first: the access log wants the target as sent, which admission attaches.
-    let admitted = strict::admit(&mut request, &app.config.edge);
-    let observation = Observation::begin(&app, &mut request);
-    let response = match admitted {
-        Err(refusal) => refusal.into_response(),
-        Ok(()) => match compress::wanted(&app.config.edge, request.headers()) {
-            None => answer(&route, &app, request).await,
-            Some(min_size) => {
-                let inner = tower::service_fn(move |request: Request| {
-                    let (route, app) = (route.clone(), app.clone());
-                    async move { Ok::<_, Infallible>(answer(&route, &app, request).await) }
-                });
-                compress::compress(min_size, request, inner).await
-            }
-        },
-    };
-    observation.finish(response)
-}
-
-/// A static file when the path is under a static prefix, else the app's answer.
-async fn answer(route: &Route, app: &AppState, request: Request) -> Response {
-    match static_files::mount(&app.config.edge, &request) {
-        Some(mount) => mount.serve(request).await,
-        None => forward(route, request).await,
-    }
-}
+use crate::app::Route;
+use crate::context::ConnInfo;
+use crate::edge::admission::ConnectionLimit;
+use crate::edge::connection::{self, Connections, Edge, Rewind};
+use crate::edge::tls::TlsSetting;
+use crate::edge::{forwarded, proxy_protocol};
 
 /// What an app bind's accept loop shares with every connection it accepts.
 pub(crate) struct BindState {
@@ -121,7 +79,7 @@ impl Acceptor for UnixListener {
 /// Takes a PROXY header's addresses for the connection's, when its sender is trusted as a
 /// forwarding proxy is (`forwarded_allow_ips`; a Unix-socket peer counts as 127.0.0.1).
 fn believe(info: &mut ConnInfo, header: proxy_protocol::Header, allow: &[ipnet::IpNet]) {
-    if !proxy::trusts_peer(allow, info.peer) {
+    if !forwarded::trusts_peer(allow, info.peer) {
         tracing::debug!(peer = ?info.peer, "PROXY protocol header from an untrusted peer; ignored");
         return;
     }

@@ -30,12 +30,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{ClockedIo, EndsPhase, Timeouts};
+use crate::app::Route;
 use crate::config::{EdgeConfig, HttpVersions};
-use crate::delegate::replay;
-use crate::forward::{ConnInfo, Route};
-use crate::framing::{Limits, Screen, Screened};
-use crate::server::handle;
+use crate::context::ConnInfo;
+use crate::edge::delegate::replay;
+use crate::edge::framing::{Limits, Screen, Screened};
+use crate::edge::timeouts::{ClockedIo, EndsPhase, Timeouts};
+use crate::pipeline::handle;
 
 /// hyper's own cap on header fields when none is configured; it answers 431 beyond it.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -507,7 +508,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    crate::delegate::delegate_write!(inner);
+    crate::edge::delegate::delegate_write!(inner);
 }
 
 #[cfg(test)]

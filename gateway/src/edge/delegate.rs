@@ -1,5 +1,5 @@
 //! What the socket wrappers that only watch or rewrite what is read (`framing::Screened`,
-//! `clock::ClockedIo`, `connection::Rewind`) share: writes that go straight to the wrapped
+//! `timeouts::ClockedIo`, `connection::Rewind`) share: writes that go straight to the wrapped
 //! stream, and bytes already read that are handed out again before it is read further.
 
 use bytes::Buf;
@@ -20,7 +20,7 @@ pub(crate) fn replay(pending: &mut impl Buf, buf: &mut ReadBuf<'_>) -> bool {
 /// all but `poll_flush`, which the wrapper writes itself.
 macro_rules! delegate_write {
     ($field:ident) => {
-        $crate::delegate::delegate_write!($field, except flush);
+        $crate::edge::delegate::delegate_write!($field, except flush);
 
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,

@@ -1037,7 +1037,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if crate::delegate::replay(&mut this.pending, buf) {
+        if crate::edge::delegate::replay(&mut this.pending, buf) {
             return Poll::Ready(Ok(()));
         }
         if this.failed {
@@ -1102,7 +1102,7 @@ impl<T> Screened<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Screened<T> {
-    crate::delegate::delegate_write!(inner);
+    crate::edge::delegate::delegate_write!(inner);
 }
 
 #[cfg(test)]

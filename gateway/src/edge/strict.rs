@@ -10,9 +10,9 @@ use axum::extract::Request;
 use http::{header, Method, Uri, Version};
 
 use crate::config::EdgeConfig;
+use crate::context::ConnInfo;
+use crate::edge::framing::{Fault, RawTarget, Screen};
 use crate::error::GatewayError;
-use crate::forward::ConnInfo;
-use crate::framing::{Fault, RawTarget, Screen};
 
 /// Every check of [`check`]; a refusal is logged at debug.
 pub(crate) fn admit(request: &mut Request, edge: &EdgeConfig) -> Result<(), GatewayError> {

@@ -167,7 +167,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ClockedIo<T> {
-    crate::delegate::delegate_write!(io, except flush);
+    crate::edge::delegate::delegate_write!(io, except flush);
 
     /// hyper flushes after writing out each response; after the last one of a response the
     /// connection is idle, and the keep-alive clock starts.

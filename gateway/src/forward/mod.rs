@@ -10,7 +10,6 @@
 //! calls its `close()`).
 
 use std::future::Future as _;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,44 +31,15 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::body_bufs;
-use crate::config::AppConfig;
+use crate::app::{AppState, Route};
+use crate::context::ConnInfo;
 use crate::context::RequestContext;
+use crate::edge::framing::request_target;
 use crate::error::GatewayError;
-use crate::framing::request_target;
-use crate::metrics::AppMetrics;
-use crate::pool::{Kill, Manager, Pool, WorkerConn, Workers};
-use crate::relay::{self, After, Handoff, Relay, Relayed, Successor};
-use crate::shared::Region;
-
-/// What the forwarder knows about the client connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnInfo {
-    /// `None` on a Unix socket, whose peers have no address.
-    pub(crate) peer: Option<SocketAddr>,
-    pub(crate) local: Option<SocketAddr>,
-    /// The connection came over TLS.
-    pub(crate) tls: bool,
-}
-
-/// What a bind serves now. A reload stores the new app generation here; requests look it up
-/// after their body is read, so a slow upload that began before a reload goes to the new workers.
-pub(crate) type Route = arc_swap::ArcSwap<AppState>;
-
-/// One app as the request path sees it.
-pub(crate) struct AppState {
-    pub(crate) config: AppConfig,
-    /// Worker processes wanted now (the configured count, changed by SIGTTIN/SIGTTOU).
-    pub(crate) target_workers: std::sync::atomic::AtomicUsize,
-    /// The grace a stopping worker gets: graceful_timeout, or what is left of the gateway's
-    /// shutdown deadline.
-    pub(crate) stop_grace_ms: std::sync::atomic::AtomicU64,
-    pub(crate) pool: Pool,
-    pub(crate) workers: Arc<Workers>,
-    pub(crate) metrics: Arc<AppMetrics>,
-    /// Requests in Python now: handed to a worker and not yet fully answered.
-    pub(crate) busy: std::sync::atomic::AtomicUsize,
-}
+use crate::pool::large_bodies;
+use crate::pool::relay::{self, After, Handoff, Relay, Relayed, Successor};
+use crate::pool::shared::Region;
+use crate::pool::{Kill, Manager, WorkerConn};
 
 /// Counts a request as busy in Python for as long as it lives.
 struct Busy(Arc<AppState>);
@@ -84,12 +54,6 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AppState {
-    pub(crate) fn stop_grace(&self) -> Duration {
-        Duration::from_millis(self.stop_grace_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -722,8 +686,8 @@ fn shared_chunk(conn: &WorkerConn, slot: u32, len: u32) -> std::io::Result<Bytes
 
 async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
     loop {
-        if let Some(len) = body_bufs::large_body_ahead(&conn.read_buf) {
-            let body = body_bufs::read_large_body(&conn.stream, &mut conn.read_buf, len).await?;
+        if let Some(len) = large_bodies::large_body_ahead(&conn.read_buf) {
+            let body = large_bodies::read_large_body(&conn.stream, &mut conn.read_buf, len).await?;
             return Ok(body.map(Frame::ResponseBody));
         }
         match decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
@@ -794,7 +758,7 @@ fn respond(
     // took it off the buffer, so the pump must be handed it, not left to wait for another.
     let mut next = None;
     // A large body frame still arriving is the pump's to read (into a pooled buffer).
-    while body_bufs::large_body_ahead(&conn.read_buf).is_none() {
+    while large_bodies::large_body_ahead(&conn.read_buf).is_none() {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
             Ok(Some(Frame::ResponseBodyShared { slot, len })) => {

@@ -20,8 +20,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
-use crate::relay::Relays;
-use crate::shared::Region;
+pub(crate) mod large_bodies;
+pub(crate) mod relay;
+pub(crate) mod shared;
+
+use relay::Relays;
+use shared::Region;
 
 /// How a worker is to be ended by its reaper (the only task that may signal or reap it, so a
 /// signal can never reach a recycled pid).

@@ -35,8 +35,8 @@ use deadpool::managed::Object;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
+use crate::pool::shared::Region;
 use crate::pool::{Manager, Worker};
-use crate::shared::Region;
 
 /// Queueing behind is for apps whose requests take less than this on average, and only behind
 /// a request that went out less than this long ago; a successor still waiting when the request

@@ -40,8 +40,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::config::AppConfig;
-use crate::forward::AppState;
 use crate::metrics::{Metrics, RestartReason};
 use crate::pool::{self, Kill, Worker, Workers};
 

@@ -1,0 +1,35 @@
+//! One app as the gateway runs it: its configuration, its workers and their pool, its
+//! metrics, and the [`Route`] through which a bind finds the generation serving now.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::AppConfig;
+use crate::metrics::AppMetrics;
+use crate::pool::{Pool, Workers};
+
+/// What a bind serves now. A reload stores the new app generation here; requests look it up
+/// after their body is read, so a slow upload that began before a reload goes to the new workers.
+pub(crate) type Route = arc_swap::ArcSwap<AppState>;
+
+/// One app as the request path sees it.
+pub(crate) struct AppState {
+    pub(crate) config: AppConfig,
+    /// Worker processes wanted now (the configured count, changed by SIGTTIN/SIGTTOU).
+    pub(crate) target_workers: AtomicUsize,
+    /// The grace a stopping worker gets: graceful_timeout, or what is left of the gateway's
+    /// shutdown deadline.
+    pub(crate) stop_grace_ms: AtomicU64,
+    pub(crate) pool: Pool,
+    pub(crate) workers: Arc<Workers>,
+    pub(crate) metrics: Arc<AppMetrics>,
+    /// Requests in Python now: handed to a worker and not yet fully answered.
+    pub(crate) busy: AtomicUsize,
+}
+
+impl AppState {
+    pub(crate) fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms.load(Ordering::Relaxed))
+    }
+}
