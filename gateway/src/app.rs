@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::AppConfig;
 use crate::metrics::AppMetrics;
-use crate::pool::{Pool, Workers};
+use crate::pool::{Pool, Relays, Workers};
 
 /// What a bind serves now. A reload stores the new app generation here; requests look it up
 /// after their body is read, so a slow upload that began before a reload goes to the new workers.
@@ -23,6 +23,8 @@ pub(crate) struct AppState {
     pub(crate) stop_grace_ms: AtomicU64,
     pub(crate) pool: Pool,
     pub(crate) workers: Arc<Workers>,
+    /// Its requests in flight that another may queue behind (see `pool::lease`).
+    pub(crate) relays: Arc<Relays>,
     pub(crate) metrics: Arc<AppMetrics>,
     /// Requests in Python now: handed to a worker and not yet fully answered.
     pub(crate) busy: AtomicUsize,

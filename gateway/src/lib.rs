@@ -1,37 +1,27 @@
 //! sluice's gateway: the `sluice` command. It takes HTTP connections, buffers request bodies,
 //! and forwards framed requests over Unix sockets to the Python worker processes it supervises.
 //!
-//! Layout:
+//! Layout, in the order a request meets it (each folder's `mod.rs` says more):
+//! - `server`: accept loops per bind; `edge/`: everything between a client's socket and the
+//!   request path: listening sockets (`activation`), the connection cap (`admission`), PROXY
+//!   headers (`proxy_protocol`), TLS (`tls`), one connection's HTTP version and its end
+//!   (`connection`), its clocks (`timeouts`), the byte-level screen (`framing`), the strict
+//!   checks (`strict`), believing forwarded headers (`forwarded`), static files
+//!   (`static_files`) and compression (`compress`).
+//! - `pipeline`: what every request goes through, in order; `context`: what a request carries
+//!   (its id, the real client, its times) and the `access_log` line written when it is done.
+//! - `forward/`: the request path to Python and back: body intake, checkout of a Python thread,
+//!   the response head, the response body.
+//! - `pool/`: each app's live workers, the connections to their threads, the lease of one to a
+//!   request and the request that may queue behind it (pipelining), one exchange's frames, the
+//!   shared memory and large bodies.
+//! - `app`: one app as the gateway runs it (`AppState`, its `Route`).
+//! - `supervisor/`: worker processes: spawn, ready, respawn, recycle, stop.
+//! - `run`: the running whole: binds, app generations, and what each signal does to them
+//!   (reload, scale, stop); `shutdown`: the signals.
 //! - [`config`]: the YAML route table and the one-app command line, both as a [`Config`].
-//! - `gateway`: the running whole: binds, apps, and what each signal does to them (reload,
-//!   scale, stop).
-//! - `server`: accept loops per bind (TLS handshakes included) and what every request goes
-//!   through.
-//! - `connection`: one client connection: HTTP/1.1 or HTTP/2 (ALPN, h2c preface), and how it
-//!   ends (idle, drained).
-//! - `context`: what a request carries through the gateway (its id, the real client after
-//!   `proxy`'s reading of forwarded headers, its times) and the middleware that sets it up and
-//!   writes the `access_log` line.
-//! - `activation`: listening sockets passed by systemd (socket activation).
-//! - `proxy_protocol`: the PROXY protocol header (v1, v2) a TCP load balancer puts first.
-//! - `tls`: TLS termination (rustls): a TLS bind's certificate and key, swapped on SIGHUP.
-//! - `admission`: the gateway-wide cap on open client connections, and the open-file limit.
-//! - `clock`: a client connection's header and keep-alive timeouts.
-//! - `framing`: the byte-level screen of each connection (strict HTTP/1.1 framing and limits).
-//! - `strict`: the middleware that turns what the screen found, and what a parsed request says
-//!   about its Host and target, into 400 / 414 / 431 before any handler runs.
-//! - `forward`: the request path (body buffering, the worker exchange, streaming responses).
-//! - `static_files`: each app's static directories, served without Python.
-//! - `compress`: gzip and br for compressible responses, per app.
-//! - `pool`: each app's live workers and its pool of worker connections (the queue).
-//! - `relay`: a request queued behind another on a busy worker connection (pipelining).
-//! - `shared`: the memory each worker connection shares with its worker thread, for request
-//!   bodies and response chunks.
-//! - `supervisor`: worker processes: spawn, ready, respawn, recycle, stop; the lifecycle diagram.
-//! - `metrics` and `admin`: the per-app metrics and the admin bind that serves them with
-//!   `/healthz` and `/readyz`.
-//! - `error`: request errors and the one place they become responses.
-//! - `shutdown`: the signals the gateway answers.
+//! - `metrics` and `admin`: per-app metrics and the admin bind (`/metrics`, `/healthz`,
+//!   `/readyz`); `error`: request errors and the one place they become responses.
 
 mod access_log;
 mod admin;

@@ -23,10 +23,10 @@ pub(crate) async fn handle(route: Arc<Route>, mut request: Request) -> Response 
     // The edge settings of the generation serving now, looked up once; the forwarder looks
     // again after the body, which may have taken long enough for a reload.
     let app = route.load_full();
-    // Admitted first: the access log wants the target as sent, which admission attaches.
-    let admitted = strict::admit(&mut request, &app.config.edge);
+    // Checked first: the access log wants the target as sent, which the strict checks attach.
+    let checked = strict::enforce(&mut request, &app.config.edge);
     let observation = Observation::begin(&app, &mut request);
-    let response = match admitted {
+    let response = match checked {
         Err(refusal) => refusal.into_response(),
         Ok(()) => match compress::wanted(&app.config.edge, request.headers()) {
             None => answer(&route, &app, request).await,

@@ -2,7 +2,7 @@
 //! `edge::connection` serves each connection, and `pipeline` each request on it.
 //! A failing connection is logged inside its own task and never ends the accept loop.
 //! Every bind takes its connections from the gateway-wide [`ConnectionLimit`], and each
-//! connection keeps its app's header and keep-alive timeouts (see `clock`) as they were when it
+//! connection keeps its app's header and keep-alive timeouts (see `edge::timeouts`) as they were when it
 //! was accepted.
 
 use std::future::Future;
@@ -96,26 +96,15 @@ pub(crate) async fn accept_loop<L: Acceptor>(
 ) {
     loop {
         // At the cap, wait here without accepting: the kernel queues the newcomers.
-        let slot = tokio::select! {
+        let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
-            slot = bind.limit.admit() => slot,
+            permit = bind.limit.admit() => permit,
         };
-        let (stream, mut info) = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept_one() => match accepted {
-                    Ok(accepted) => break accepted,
-                    Err(err) => {
-                        // Usually EMFILE: pause briefly rather than spin, then go on accepting.
-                        tracing::warn!("accept failed: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
+        let Some((mut stream, mut info)) = accept_next(&listener, &shutdown).await else {
+            return;
         };
         let tls = bind.tls.current();
         info.tls = tls.is_some();
-        let peer = info.peer;
         // The settings of the app served now: a reload changes them for new connections.
         let app = bind.route.load_full();
         let edge = Edge::from(&app.config.edge);
@@ -123,52 +112,114 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         let (route, connections) = (bind.route.clone(), bind.connections.clone());
         bind.connections.spawn(async move {
             // Before TLS and before HTTP: the PROXY header is the first thing on the wire.
-            let mut stream = stream;
-            // What came after the PROXY header in its read, to be read first.
             let first = if proxy_protocol {
-                let header = proxy_protocol::read_header(&mut stream);
-                match tokio::time::timeout(edge.header_timeout(), header).await {
-                    Ok(Ok((found, rest))) => {
-                        believe(&mut info, found, &app.config.edge.forwarded_allow_ips);
-                        rest
-                    }
-                    Ok(Err(err)) => {
-                        tracing::debug!(?peer, "no usable PROXY protocol header: {err}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(?peer, "no PROXY protocol header in time");
-                        return;
-                    }
-                }
+                let allow = &app.config.edge.forwarded_allow_ips;
+                let Some(rest) = read_proxy_header(&mut stream, &mut info, allow, &edge).await
+                else {
+                    return;
+                };
+                rest
             } else {
                 Bytes::new()
             };
             drop(app);
-            match tls {
-                None => {
-                    connection::serve(stream, first, None, info, edge, route, &connections).await
-                }
-                // The handshake runs in the connection's own task, within the time a client
-                // has for its request head, so a slow or silent client never holds up the
-                // accept loop.
-                Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let handshake = acceptor.accept(Rewind::new(first, stream));
-                    match tokio::time::timeout(edge.header_timeout(), handshake).await {
-                        Ok(Ok(stream)) => {
-                            let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                            let first = Bytes::new();
-                            connection::serve(stream, first, alpn, info, edge, route, &connections)
-                                .await
-                        }
-                        Ok(Err(err)) => tracing::debug!(?peer, "TLS handshake failed: {err}"),
-                        Err(_) => tracing::debug!(?peer, "TLS handshake not complete in time"),
-                    }
-                }
-            }
-            drop(slot);
+            let connection = Connection {
+                info,
+                edge,
+                route,
+                tls,
+            };
+            connection.serve(stream, first, &connections).await;
+            drop(permit);
         });
+    }
+}
+
+/// The next connection, or `None` once the gateway stops.
+async fn accept_next<L: Acceptor>(
+    listener: &L,
+    shutdown: &CancellationToken,
+) -> Option<(L::Stream, ConnInfo)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept_one() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(err) => {
+                    // Usually EMFILE: pause briefly rather than spin, then go on accepting.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Reads the PROXY header within the time a client has for its request head, and believes
+/// it if its sender is trusted. Returns what came after it in its read, to be read first;
+/// `None` if there was no usable header in time (the connection is dropped).
+async fn read_proxy_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    info: &mut ConnInfo,
+    allow: &[ipnet::IpNet],
+    edge: &Edge,
+) -> Option<Bytes> {
+    let peer = info.peer;
+    let header = proxy_protocol::read_header(stream);
+    match tokio::time::timeout(edge.header_timeout(), header).await {
+        Ok(Ok((found, rest))) => {
+            believe(info, found, allow);
+            Some(rest)
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(?peer, "no usable PROXY protocol header: {err}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "no PROXY protocol header in time");
+            None
+        }
+    }
+}
+
+/// An accepted connection about to be served, with the settings it keeps for its life.
+struct Connection {
+    info: ConnInfo,
+    edge: Edge,
+    route: Arc<Route>,
+    /// The bind's TLS settings when it was accepted, if it is a TLS bind.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Connection {
+    /// Serves it in clear text, or over TLS once the handshake is done. The handshake runs in
+    /// the connection's own task, within the time a client has for its request head, so a slow
+    /// or silent client never holds up the accept loop.
+    async fn serve<S>(self, stream: S, first: Bytes, connections: &Connections)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            info,
+            edge,
+            route,
+            tls,
+        } = self;
+        let Some(config) = tls else {
+            return connection::serve(stream, first, None, info, edge, route, connections).await;
+        };
+        let peer = info.peer;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshake = acceptor.accept(Rewind::new(first, stream));
+        match tokio::time::timeout(edge.header_timeout(), handshake).await {
+            Ok(Ok(stream)) => {
+                let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let first = Bytes::new();
+                connection::serve(stream, first, alpn, info, edge, route, connections).await
+            }
+            Ok(Err(err)) => tracing::debug!(?peer, "TLS handshake failed: {err}"),
+            Err(_) => tracing::debug!(?peer, "TLS handshake not complete in time"),
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct ConnectionLimit {
 
 /// One admitted connection; dropping it (when the connection ends) makes room for the next.
 #[derive(Debug)]
-pub(crate) struct ConnectionSlot {
+pub(crate) struct ConnectionPermit {
     limit: Arc<ConnectionLimit>,
 }
 
@@ -39,28 +39,28 @@ impl ConnectionLimit {
     }
 
     /// Waits until the gateway holds fewer connections than its cap, and takes a place.
-    pub(crate) async fn admit(self: &Arc<Self>) -> ConnectionSlot {
+    pub(crate) async fn admit(self: &Arc<Self>) -> ConnectionPermit {
         loop {
             // Registered before the check, so a close between the check and the wait still
             // wakes this loop.
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(slot) = self.try_admit() {
-                return slot;
+            if let Some(permit) = self.try_admit() {
+                return permit;
             }
             changed.await;
         }
     }
 
-    fn try_admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
         let max = self.max.load(Ordering::Acquire);
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < max).then_some(open + 1)
             })
             .ok()
-            .map(|_| ConnectionSlot {
+            .map(|_| ConnectionPermit {
                 limit: self.clone(),
             })
     }
@@ -77,7 +77,7 @@ impl ConnectionLimit {
     }
 }
 
-impl Drop for ConnectionSlot {
+impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let was = self.limit.open.fetch_sub(1, Ordering::AcqRel);
         // Nobody waits below the cap, so only a close at the cap needs to wake the accept loops.

@@ -15,7 +15,7 @@ use crate::edge::framing::{Fault, RawTarget, Screen};
 use crate::error::GatewayError;
 
 /// Every check of [`check`]; a refusal is logged at debug.
-pub(crate) fn admit(request: &mut Request, edge: &EdgeConfig) -> Result<(), GatewayError> {
+pub(crate) fn enforce(request: &mut Request, edge: &EdgeConfig) -> Result<(), GatewayError> {
     match check(request, edge) {
         Ok(raw_target) => {
             if let Some(raw_target) = raw_target {

@@ -237,6 +237,7 @@ pub(crate) async fn start_app(
         config,
         pool,
         workers,
+        relays: Default::default(),
     });
     let handle = AppHandle {
         state,
