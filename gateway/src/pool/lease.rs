@@ -502,3 +502,219 @@ async fn take_over(
     lease.sent();
     QueueOutcome::Ready(lease)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The lease and the request behind it over real Unix sockets, with the test playing the
+    //! worker thread: hand-off in step, take-back before the worker starts a request, and a
+    //! worker that dies with a request queued behind.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::BytesMut;
+    use sluice_proto::{decode, encode_end, encode_response_head, Frame, HttpVersion, Scheme};
+    use sluice_proto::{RequestHead, PREFACE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::pool::{build, read_frame, Pool, Workers};
+
+    /// A worker thread's end of the one connection of a pool of one.
+    struct FakeThread {
+        stream: UnixStream,
+        buf: BytesMut,
+    }
+
+    impl FakeThread {
+        /// The next request head the gateway sent.
+        async fn request(&mut self) -> RequestHead {
+            loop {
+                if let Some(frame) = decode(&mut self.buf).unwrap() {
+                    match frame {
+                        Frame::RequestHead(head) => return head,
+                        other => panic!("expected a request head, got {other:?}"),
+                    }
+                }
+                assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0);
+            }
+        }
+
+        async fn answer(&mut self, status: u16) {
+            let mut out = BytesMut::new();
+            encode_response_head(&mut out, status, b"", []).unwrap();
+            encode_end(&mut out);
+            self.stream.write_all(&out).await.unwrap();
+        }
+    }
+
+    /// A pool of one connection to one worker thread, which the test plays.
+    async fn pool_of_one() -> (Pool, Arc<Relays>, FakeThread) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let socket = std::env::temp_dir().join(format!(
+            "sluice-lease-test-{}-{}.sock",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&socket);
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let workers = Arc::new(Workers::default());
+        let (kill, _) = tokio::sync::mpsc::unbounded_channel();
+        workers.add(Arc::new(Worker::new(1, socket.clone(), 1, None, kill)));
+        let pool = build(workers, 1);
+        let accept = async {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut preface = [0u8; 8];
+            stream.read_exact(&mut preface).await.unwrap();
+            // Say the memory is shared: the gateway keeps its side, which is all that decides.
+            stream.write_all(PREFACE).await.unwrap();
+            stream
+        };
+        let (stream, conn) = tokio::join!(accept, pool.get());
+        drop(conn.unwrap());
+        std::fs::remove_file(socket).unwrap();
+        let thread = FakeThread {
+            stream,
+            buf: BytesMut::new(),
+        };
+        (pool, Arc::new(Relays::default()), thread)
+    }
+
+    fn meta(id: &[u8]) -> RequestMeta<'_> {
+        RequestMeta {
+            request_id: id,
+            method: b"GET",
+            target: b"/",
+            version: HttpVersion::Http11,
+            scheme: Scheme::Http,
+            peer: None,
+            local: None,
+            body_len: 0,
+            has_body: false,
+            queued: 0,
+        }
+    }
+
+    /// Lends the pool's connection and sends a request on it, with the place behind open.
+    async fn lend(pool: &Pool, relays: &Arc<Relays>) -> Lease {
+        let mut lease = Lease::new(pool.get().await.unwrap(), relays);
+        let mut buf = BytesMut::new();
+        let stream = lease.stream.clone();
+        write_request(&stream, &mut buf, None, &meta(b"front"), [].into_iter(), &[])
+            .await
+            .unwrap();
+        lease.sent();
+        lease
+    }
+
+    /// Takes the place behind `lease`'s request (as `reserve` does, without its clock).
+    fn reserve_behind(lease: &Lease, relays: &Arc<Relays>) -> Reservation {
+        let place = lease.place.clone().expect("the place behind is open");
+        relays.take(place).expect("nobody is behind yet")
+    }
+
+    /// What the worker does when it starts a queued request: claim it in the queue word (the
+    /// same compare-and-swap as the gateway's settle).
+    fn worker_starts(lease: &Lease, reservation: &Reservation) {
+        lease.shared.as_ref().unwrap().settle(reservation.number);
+    }
+
+    async fn status(lease: &mut Lease) -> u16 {
+        match read_frame(lease).await.unwrap() {
+            Some(Frame::ResponseHead(head)) => head.status,
+            other => panic!("expected a response head, got {other:?}"),
+        }
+    }
+
+    /// Reads the close of a worker that died (a reset, with requests unread in its socket).
+    async fn worker_gone(lease: &mut Lease) {
+        match read_frame(lease).await {
+            Ok(None) => {}
+            Err(err) if crate::pool::closed(&err) => {}
+            other => panic!("expected the worker gone, got {other:?}"),
+        }
+    }
+
+    async fn queue(reservation: Reservation) -> QueueOutcome {
+        let timeout = Duration::from_secs(30);
+        let headers = [].into_iter();
+        reservation
+            .queue(&meta(b"behind"), headers, &[], "test", timeout)
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_holder_hands_the_connection_over_in_step() {
+        let (pool, relays, mut thread) = pool_of_one().await;
+        let mut front = lend(&pool, &relays).await;
+        let reservation = reserve_behind(&front, &relays);
+        let number = reservation.number;
+        worker_starts(&front, &reservation);
+        let holder = async {
+            assert_eq!(&thread.request().await.request_id[..], b"front");
+            let behind = thread.request().await;
+            assert_eq!((&behind.request_id[..], behind.queued), (&b"behind"[..], number));
+            thread.answer(200).await;
+            thread.answer(201).await;
+            assert_eq!(status(&mut front).await, 200);
+            assert!(matches!(read_frame(&mut front).await, Ok(Some(Frame::ResponseEnd))));
+            front.end_in_step();
+        };
+        let (outcome, ()) = tokio::join!(queue(reservation), holder);
+        let QueueOutcome::Ready(mut behind) = outcome else {
+            panic!("the request behind did not get the connection");
+        };
+        assert_eq!(status(&mut behind).await, 201);
+        assert!(matches!(read_frame(&mut behind).await, Ok(Some(Frame::ResponseEnd))));
+        behind.end_in_step();
+        assert_eq!(pool.status().available, 1, "back in the pool, in step");
+    }
+
+    #[tokio::test]
+    async fn a_request_not_started_in_time_is_taken_back_and_the_holder_keeps_the_connection() {
+        let (pool, relays, mut thread) = pool_of_one().await;
+        let mut front = lend(&pool, &relays).await;
+        let reservation = reserve_behind(&front, &relays);
+        // The worker is still on the request in front: past SHORT_REQUEST the one behind goes.
+        assert!(matches!(queue(reservation).await, QueueOutcome::SendElsewhere));
+        thread.request().await;
+        thread.answer(200).await;
+        assert_eq!(status(&mut front).await, 200);
+        assert!(matches!(read_frame(&mut front).await, Ok(Some(Frame::ResponseEnd))));
+        front.end_in_step();
+        assert_eq!(pool.status().available, 1, "nobody behind: back in the pool");
+    }
+
+    #[tokio::test]
+    async fn a_dying_worker_sends_an_unstarted_request_elsewhere() {
+        let (pool, relays, thread) = pool_of_one().await;
+        let mut front = lend(&pool, &relays).await;
+        let reservation = reserve_behind(&front, &relays);
+        let holder = async {
+            drop(thread);
+            worker_gone(&mut front).await;
+            front.end_early();
+        };
+        let (outcome, ()) = tokio::join!(queue(reservation), holder);
+        assert!(matches!(outcome, QueueOutcome::SendElsewhere));
+        assert_eq!(pool.status().size, 0, "the dead connection is closed, not pooled");
+    }
+
+    #[tokio::test]
+    async fn a_dying_worker_fails_a_started_request() {
+        let (pool, relays, thread) = pool_of_one().await;
+        let mut front = lend(&pool, &relays).await;
+        let reservation = reserve_behind(&front, &relays);
+        worker_starts(&front, &reservation);
+        let holder = async {
+            drop(thread);
+            worker_gone(&mut front).await;
+            front.end_early();
+        };
+        let (outcome, ()) = tokio::join!(queue(reservation), holder);
+        assert!(matches!(
+            outcome,
+            QueueOutcome::Failed(GatewayError::WorkerGone)
+        ));
+        assert_eq!(pool.status().size, 0, "the dead connection is closed, not pooled");
+    }
+}
