@@ -35,3 +35,19 @@ impl AppState {
         Duration::from_millis(self.stop_grace_ms.load(Ordering::Relaxed))
     }
 }
+
+/// Counts a request as busy in Python for as long as it lives.
+pub(crate) struct Busy(Arc<AppState>);
+
+impl Busy {
+    pub(crate) fn new(app: &Arc<AppState>) -> Busy {
+        app.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(app.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -18,7 +18,6 @@ mod checkout;
 mod request_body;
 mod response;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -28,27 +27,11 @@ use http::{header, HeaderValue, Version};
 use sluice_proto::{Frame, HttpVersion, RequestMeta, ResponseHead};
 use tokio::time::{timeout_at, Instant};
 
-use crate::app::{AppState, Route};
+use crate::app::{AppState, Busy, Route};
 use crate::context::{ConnInfo, RequestContext};
 use crate::edge::framing::request_target;
 use crate::error::GatewayError;
 use crate::pool::{closed, read_frame, Kill, Lease};
-
-/// Counts a request as busy in Python for as long as it lives.
-struct Busy(Arc<AppState>);
-
-impl Busy {
-    fn new(app: &Arc<AppState>) -> Busy {
-        app.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(app.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 pub(crate) async fn forward(route: &Route, request: Request) -> Response {
     let context = request

@@ -13,8 +13,7 @@ use sluice_proto::{decode, Frame, ResponseHead};
 use tokio::time::{timeout, Instant};
 
 use super::body::{body_channel, BodySender, WholeBody};
-use super::Busy;
-use crate::app::AppState;
+use crate::app::{AppState, Busy};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::pool::{closed, large_bodies, read_frame, shared_chunk, Kill, Lease};

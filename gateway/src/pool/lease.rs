@@ -599,9 +599,16 @@ mod tests {
         let mut lease = Lease::new(pool.get().await.unwrap(), relays);
         let mut buf = BytesMut::new();
         let stream = lease.stream.clone();
-        write_request(&stream, &mut buf, None, &meta(b"front"), [].into_iter(), &[])
-            .await
-            .unwrap();
+        write_request(
+            &stream,
+            &mut buf,
+            None,
+            &meta(b"front"),
+            [].into_iter(),
+            &[],
+        )
+        .await
+        .unwrap();
         lease.sent();
         lease
     }
@@ -652,11 +659,17 @@ mod tests {
         let holder = async {
             assert_eq!(&thread.request().await.request_id[..], b"front");
             let behind = thread.request().await;
-            assert_eq!((&behind.request_id[..], behind.queued), (&b"behind"[..], number));
+            assert_eq!(
+                (&behind.request_id[..], behind.queued),
+                (&b"behind"[..], number)
+            );
             thread.answer(200).await;
             thread.answer(201).await;
             assert_eq!(status(&mut front).await, 200);
-            assert!(matches!(read_frame(&mut front).await, Ok(Some(Frame::ResponseEnd))));
+            assert!(matches!(
+                read_frame(&mut front).await,
+                Ok(Some(Frame::ResponseEnd))
+            ));
             front.end_in_step();
         };
         let (outcome, ()) = tokio::join!(queue(reservation), holder);
@@ -664,7 +677,10 @@ mod tests {
             panic!("the request behind did not get the connection");
         };
         assert_eq!(status(&mut behind).await, 201);
-        assert!(matches!(read_frame(&mut behind).await, Ok(Some(Frame::ResponseEnd))));
+        assert!(matches!(
+            read_frame(&mut behind).await,
+            Ok(Some(Frame::ResponseEnd))
+        ));
         behind.end_in_step();
         assert_eq!(pool.status().available, 1, "back in the pool, in step");
     }
@@ -675,13 +691,23 @@ mod tests {
         let mut front = lend(&pool, &relays).await;
         let reservation = reserve_behind(&front, &relays);
         // The worker is still on the request in front: past SHORT_REQUEST the one behind goes.
-        assert!(matches!(queue(reservation).await, QueueOutcome::SendElsewhere));
+        assert!(matches!(
+            queue(reservation).await,
+            QueueOutcome::SendElsewhere
+        ));
         thread.request().await;
         thread.answer(200).await;
         assert_eq!(status(&mut front).await, 200);
-        assert!(matches!(read_frame(&mut front).await, Ok(Some(Frame::ResponseEnd))));
+        assert!(matches!(
+            read_frame(&mut front).await,
+            Ok(Some(Frame::ResponseEnd))
+        ));
         front.end_in_step();
-        assert_eq!(pool.status().available, 1, "nobody behind: back in the pool");
+        assert_eq!(
+            pool.status().available,
+            1,
+            "nobody behind: back in the pool"
+        );
     }
 
     #[tokio::test]
@@ -696,7 +722,11 @@ mod tests {
         };
         let (outcome, ()) = tokio::join!(queue(reservation), holder);
         assert!(matches!(outcome, QueueOutcome::SendElsewhere));
-        assert_eq!(pool.status().size, 0, "the dead connection is closed, not pooled");
+        assert_eq!(
+            pool.status().size,
+            0,
+            "the dead connection is closed, not pooled"
+        );
     }
 
     #[tokio::test]
@@ -715,6 +745,10 @@ mod tests {
             outcome,
             QueueOutcome::Failed(GatewayError::WorkerGone)
         ));
-        assert_eq!(pool.status().size, 0, "the dead connection is closed, not pooled");
+        assert_eq!(
+            pool.status().size,
+            0,
+            "the dead connection is closed, not pooled"
+        );
     }
 }
