@@ -16,7 +16,7 @@ pub const SHARED_BODY_BYTES: usize = 1024 * 1024;
 /// Response slots per connection.
 pub const SLOTS: usize = 4;
 /// One response slot: the largest body chunk a worker writes.
-pub const SLOT_BYTES: usize = crate::MAX_CHUNK_BYTES;
+pub const SLOT_BYTES: usize = crate::wire::MAX_CHUNK_BYTES;
 /// Where the slots' flags start: one `u32` per slot, in a page of their own.
 pub const FLAGS_OFFSET: usize = SHARED_BODY_BYTES;
 const FLAGS_BYTES: usize = 4096;
