@@ -3,6 +3,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
+use crate::shared::{CELLS, CELL_BYTES, SHARED_BODY_BYTES};
 use crate::wire::{Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES};
 
 /// Why the worker gave up on a request (an `Error` frame). Before a response head it becomes a
@@ -45,9 +46,9 @@ pub enum Frame {
     Stop(u32),
     /// The request body is this many bytes at the start of the shared region.
     RequestBodyShared(u32),
-    /// A response body chunk of `len` bytes in shared slot `slot`.
+    /// A response body chunk of `len` bytes in shared response cell `cell`.
     ResponseBodyShared {
-        slot: u32,
+        cell: u32,
         len: u32,
     },
 }
@@ -108,10 +109,10 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
         },
         Kind::ResponseBodyShared => match payload[..] {
             [a, b, c, d, e, f, g, h] => Frame::ResponseBodyShared {
-                slot: u32::from_be_bytes([a, b, c, d]),
+                cell: u32::from_be_bytes([a, b, c, d]),
                 len: u32::from_be_bytes([e, f, g, h]),
             },
-            _ => return Err(ProtoError::Malformed(kind, "takes a slot and a length")),
+            _ => return Err(ProtoError::Malformed(kind, "takes a cell and a length")),
         },
     };
     Ok(Some(frame))
@@ -189,19 +190,16 @@ pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
 
 /// `RequestBodyShared`: the body the gateway put at the start of the shared region.
 pub fn encode_shared_body(dst: &mut BytesMut, len: usize) {
-    assert!(
-        len <= crate::shared::SHARED_BODY_BYTES,
-        "shared body of {len} bytes"
-    );
+    assert!(len <= SHARED_BODY_BYTES, "shared body of {len} bytes");
     dst.put_slice(&frame_header(Kind::RequestBodyShared, 4));
     dst.put_u32(len as u32);
 }
 
-/// `ResponseBodyShared`: a chunk of `len` bytes the worker put in shared slot `slot`.
-pub fn encode_shared_chunk(dst: &mut BytesMut, slot: usize, len: usize) {
-    assert!(slot < crate::shared::SLOTS && len <= crate::shared::SLOT_BYTES);
+/// `ResponseBodyShared`: a chunk of `len` bytes the worker put in shared response cell `cell`.
+pub fn encode_shared_chunk(dst: &mut BytesMut, cell: usize, len: usize) {
+    assert!(cell < CELLS && len <= CELL_BYTES);
     dst.put_slice(&frame_header(Kind::ResponseBodyShared, 8));
-    dst.put_u32(slot as u32);
+    dst.put_u32(cell as u32);
     dst.put_u32(len as u32);
 }
 
@@ -247,7 +245,7 @@ mod tests {
                 Frame::Stop(1500),
                 Frame::RequestBodyShared(65_536),
                 Frame::ResponseBodyShared {
-                    slot: 3,
+                    cell: 3,
                     len: 200_000
                 },
             ]

@@ -1,4 +1,5 @@
-//! The wire between sluice's gateway and its Python workers: frame types and a sans-I/O codec.
+//! The wire between sluice's gateway and its Python workers: frame types, a sans-I/O codec,
+//! and the memory each data connection shares.
 //!
 //! Layout:
 //! - [`wire`]: the preface and version, size limits, [`Kind`] and [`ProtoError`]: the leaf the
@@ -6,11 +7,12 @@
 //! - [`frame`]: the frame header (`u32` payload length, `u8` kind), [`Frame`], [`decode`] and the
 //!   `encode_*` functions that append frames to a `BytesMut`.
 //! - [`head`]: the request and response heads (method, target, headers, addresses, status).
-//! - [`shared`]: the layout of the memory each data connection shares.
+//! - [`shared`]: the shared memory's layout and [`shared::Region`], through which both sides
+//!   (the gateway creating it, the worker mapping it) make every move on it.
 //! - [`pass_fd`]: the SCM_RIGHTS message that passes the shared memory with the preface.
 //!
-//! Nothing here does I/O: callers own their buffers and sockets (the gateway with tokio, the
-//! worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
+//! Nothing here does socket I/O: callers own their buffers and sockets (the gateway with tokio,
+//! the worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
 
 mod frame;
 mod head;

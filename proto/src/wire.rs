@@ -8,7 +8,7 @@ pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x06";
 /// (or none came): the gateway then sends every body in frames on that connection.
 pub const PREFACE_UNSHARED: &[u8; 8] = b"SLUICE\x01\x06";
 /// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
-/// the wire (frames, handshake) bumps it, so that a gateway and a worker
+/// the wire (frames, handshake, shared-memory layout) bumps it, so that a gateway and a worker
 /// module from different builds refuse each other at start-up instead of misreading each
 /// other's bytes.
 pub const VERSION: u8 = 6;
@@ -16,7 +16,8 @@ pub const VERSION: u8 = 6;
 pub const FRAME_HEADER_BYTES: usize = 5;
 /// The largest payload a peer may declare; checked before any memory is reserved for it.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
-/// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
+/// The largest body chunk a writer puts in one frame (or one shared response cell); larger
+/// bodies travel as several.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 /// Body bytes up to this size are copied into the frame buffer beside their head, by either
 /// side, so a small message leaves in one write; larger ones are written from their own
@@ -41,8 +42,8 @@ pub enum Kind {
     /// A request body in the connection's shared memory: its 4-byte payload is the length,
     /// and the body is that many bytes from the start of the region.
     RequestBodyShared = 10,
-    /// A response body chunk in one of the connection's shared slots: its payload is the slot
-    /// (`u32`) and the chunk's length (`u32`). See [`crate::shared`].
+    /// A response body chunk in one of the connection's shared response cells: its payload is
+    /// the cell (`u32`) and the chunk's length (`u32`). See [`crate::shared`].
     ResponseBodyShared = 11,
 }
 

@@ -21,11 +21,11 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyModule};
 use serde::Deserialize;
+use sluice_proto::shared::Region;
 use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, PREFACE_UNSHARED, VERSION};
 
 use crate::app::{load_callable, App};
 use crate::conn::{FrameReader, FrameWriter};
-use crate::shared::Region;
 use crate::wsgi::{self, Exchange, FileWrapper};
 
 /// The control channel's descriptor number in the worker (the gateway `dup2`s it there).
@@ -414,16 +414,13 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_proto::shared::SHARED_BYTES;
 
-    fn memfd(len: usize) -> std::fs::File {
-        // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
-        let file = unsafe {
-            let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
-            assert!(fd >= 0);
-            std::fs::File::from_raw_fd(fd)
-        };
-        file.set_len(len as u64).unwrap();
+    /// Memory as the gateway makes it, cut to `len` bytes if given.
+    fn memfd(len: Option<u64>) -> std::fs::File {
+        let (file, _gateway) = Region::create().unwrap();
+        if let Some(len) = len {
+            file.set_len(len).unwrap();
+        }
         file
     }
 
@@ -443,9 +440,9 @@ mod tests {
     #[test]
     fn the_preface_brings_the_shared_memory_when_it_can_be_mapped() {
         for (fd, mapped) in [
-            (Some(memfd(SHARED_BYTES)), true),
+            (Some(memfd(None)), true),
             // Smaller than the layout: a gateway of another build, or a broken one.
-            (Some(memfd(4096)), false),
+            (Some(memfd(Some(4096))), false),
             (None, false),
         ] {
             let (gateway, worker) = UnixStream::pair().unwrap();
@@ -454,7 +451,7 @@ mod tests {
             assert_eq!(region.is_some(), mapped);
         }
         let (gateway, worker) = UnixStream::pair().unwrap();
-        send_preface(&gateway, b"SLUICE\x00\x01", Some(&memfd(SHARED_BYTES)));
+        send_preface(&gateway, b"SLUICE\x00\x01", Some(&memfd(None)));
         assert!(receive_preface(&worker).is_err());
     }
 }

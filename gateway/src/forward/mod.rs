@@ -674,10 +674,10 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// The response chunk a worker put in one of the connection's shared slots.
-fn shared_chunk(conn: &WorkerConn, slot: u32, len: u32) -> std::io::Result<Bytes> {
+/// The response chunk a worker put in one of the connection's shared cells.
+fn shared_chunk(conn: &WorkerConn, cell: u32, len: u32) -> std::io::Result<Bytes> {
     match &conn.shared {
-        Some(region) => region.response_chunk(slot, len),
+        Some(region) => region.response_chunk(cell, len),
         None => Err(std::io::Error::other(
             "worker used shared memory this connection does not have",
         )),
@@ -691,8 +691,8 @@ async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<Frame>> {
             return Ok(body.map(Frame::ResponseBody));
         }
         match decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
-            Some(Frame::ResponseBodyShared { slot, len }) => {
-                return shared_chunk(conn, slot, len).map(|chunk| Some(Frame::ResponseBody(chunk)))
+            Some(Frame::ResponseBodyShared { cell, len }) => {
+                return shared_chunk(conn, cell, len).map(|chunk| Some(Frame::ResponseBody(chunk)))
             }
             Some(frame) => return Ok(Some(frame)),
             None => {}
@@ -761,8 +761,8 @@ fn respond(
     while large_bodies::large_body_ahead(&conn.read_buf).is_none() {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => early.push(chunk),
-            Ok(Some(Frame::ResponseBodyShared { slot, len })) => {
-                match shared_chunk(&conn, slot, len) {
+            Ok(Some(Frame::ResponseBodyShared { cell, len })) => {
+                match shared_chunk(&conn, cell, len) {
                     Ok(chunk) => early.push(chunk),
                     Err(err) => {
                         tracing::error!(app = %app.config.name, request_id, "{err}");
@@ -775,7 +775,7 @@ fn respond(
                 *response.body_mut() = match early.len() {
                     0 => Body::empty(),
                     1 => Body::from(early.pop().expect("one chunk")),
-                    // As they are: chunks may be large, and those in shared slots are never
+                    // As they are: chunks may be large, and those in shared cells are never
                     // copied.
                     _ => Body::new(WholeBody(early.into())),
                 };
