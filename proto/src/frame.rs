@@ -3,68 +3,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::head::{self, RequestHead, RequestMeta, ResponseHead};
-
-/// Sent by the gateway as the first bytes of every data connection: magic, NUL, version.
-pub const PREFACE: &[u8; 8] = b"SLUICE\x00\x06";
-/// The worker's echo of [`PREFACE`] when it could not map the shared memory that came with it
-/// (or none came): the gateway then sends every body in frames on that connection.
-pub const PREFACE_UNSHARED: &[u8; 8] = b"SLUICE\x01\x06";
-/// The protocol version carried in [`PREFACE`] and in the worker's ready frame. Any change to
-/// the wire (frames, handshake) bumps it, so that a gateway and a worker module from different
-/// builds refuse each other at start-up instead of misreading each other's bytes.
-pub const VERSION: u8 = 6;
-/// Length field plus kind byte.
-pub const FRAME_HEADER_BYTES: usize = 5;
-/// The largest payload a peer may declare; checked before any memory is reserved for it.
-pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
-/// The largest body chunk a writer puts in one frame; larger bodies travel as several frames.
-pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
-/// Body bytes up to this size are copied into the frame buffer beside their head, by either
-/// side, so a small message leaves in one write; larger ones are written from their own
-/// buffers. Also where the gateway starts sending request bodies through shared memory, and
-/// the largest body a request queued behind another may carry (see PROTOCOL.md).
-pub const COALESCE_BYTES: usize = 16 * 1024;
-
-/// What a frame carries. Data connections carry `Request*` one way and `Response*`/`Error` the
-/// other; the control channel carries `Ready`/`Fatal` from the worker and `Stop` to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    RequestHead = 1,
-    RequestBody = 2,
-    ResponseHead = 3,
-    ResponseBody = 4,
-    ResponseEnd = 5,
-    Error = 6,
-    Ready = 7,
-    Fatal = 8,
-    Stop = 9,
-    /// A request body in the connection's shared memory: its 4-byte payload is the length,
-    /// and the body is that many bytes from the start of the region.
-    RequestBodyShared = 10,
-    /// A response body chunk in one of the connection's shared slots: its payload is the slot
-    /// (`u32`) and the chunk's length (`u32`). See [`crate::shared`].
-    ResponseBodyShared = 11,
-}
-
-impl Kind {
-    fn from_u8(byte: u8) -> Option<Kind> {
-        Some(match byte {
-            1 => Kind::RequestHead,
-            2 => Kind::RequestBody,
-            3 => Kind::ResponseHead,
-            4 => Kind::ResponseBody,
-            5 => Kind::ResponseEnd,
-            6 => Kind::Error,
-            7 => Kind::Ready,
-            8 => Kind::Fatal,
-            9 => Kind::Stop,
-            10 => Kind::RequestBodyShared,
-            11 => Kind::ResponseBodyShared,
-            _ => return None,
-        })
-    }
-}
+use crate::shared::{CELLS, CELL_BYTES, SHARED_BODY_BYTES};
+use crate::wire::{Kind, ProtoError, FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES};
 
 /// Why the worker gave up on a request (an `Error` frame). Before a response head it becomes a
 /// 500; after one, the gateway cuts the response off.
@@ -106,24 +46,11 @@ pub enum Frame {
     Stop(u32),
     /// The request body is this many bytes at the start of the shared region.
     RequestBodyShared(u32),
-    /// A response body chunk of `len` bytes in shared slot `slot`.
+    /// A response body chunk of `len` bytes in shared response cell `cell`.
     ResponseBodyShared {
-        slot: u32,
+        cell: u32,
         len: u32,
     },
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProtoError {
-    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
-    TooLarge(usize),
-    /// A header name, method, request id or reason phrase too long for its `u16` length.
-    #[error("a field of {0} bytes is over the 65535-byte limit of its kind")]
-    FieldTooLong(usize),
-    #[error("unknown frame kind {0}")]
-    UnknownKind(u8),
-    #[error("malformed {0:?} frame: {1}")]
-    Malformed(Kind, &'static str),
 }
 
 /// The 5-byte header of a frame whose payload the caller writes itself (a body chunk written
@@ -182,10 +109,10 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
         },
         Kind::ResponseBodyShared => match payload[..] {
             [a, b, c, d, e, f, g, h] => Frame::ResponseBodyShared {
-                slot: u32::from_be_bytes([a, b, c, d]),
+                cell: u32::from_be_bytes([a, b, c, d]),
                 len: u32::from_be_bytes([e, f, g, h]),
             },
-            _ => return Err(ProtoError::Malformed(kind, "takes a slot and a length")),
+            _ => return Err(ProtoError::Malformed(kind, "takes a cell and a length")),
         },
     };
     Ok(Some(frame))
@@ -263,19 +190,16 @@ pub fn encode_control(dst: &mut BytesMut, kind: Kind, payload: &[u8]) {
 
 /// `RequestBodyShared`: the body the gateway put at the start of the shared region.
 pub fn encode_shared_body(dst: &mut BytesMut, len: usize) {
-    assert!(
-        len <= crate::shared::SHARED_BODY_BYTES,
-        "shared body of {len} bytes"
-    );
+    assert!(len <= SHARED_BODY_BYTES, "shared body of {len} bytes");
     dst.put_slice(&frame_header(Kind::RequestBodyShared, 4));
     dst.put_u32(len as u32);
 }
 
-/// `ResponseBodyShared`: a chunk of `len` bytes the worker put in shared slot `slot`.
-pub fn encode_shared_chunk(dst: &mut BytesMut, slot: usize, len: usize) {
-    assert!(slot < crate::shared::SLOTS && len <= crate::shared::SLOT_BYTES);
+/// `ResponseBodyShared`: a chunk of `len` bytes the worker put in shared response cell `cell`.
+pub fn encode_shared_chunk(dst: &mut BytesMut, cell: usize, len: usize) {
+    assert!(cell < CELLS && len <= CELL_BYTES);
     dst.put_slice(&frame_header(Kind::ResponseBodyShared, 8));
-    dst.put_u32(slot as u32);
+    dst.put_u32(cell as u32);
     dst.put_u32(len as u32);
 }
 
@@ -288,13 +212,6 @@ pub fn encode_stop(dst: &mut BytesMut, grace_ms: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_preface_carries_the_version() {
-        assert_eq!(PREFACE[..7], *b"SLUICE\x00");
-        assert_eq!(PREFACE[7], VERSION);
-        assert_eq!(PREFACE_UNSHARED[7], VERSION);
-    }
 
     fn decode_all(mut buf: BytesMut) -> Vec<Frame> {
         let mut frames = Vec::new();
@@ -328,11 +245,53 @@ mod tests {
                 Frame::Stop(1500),
                 Frame::RequestBodyShared(65_536),
                 Frame::ResponseBodyShared {
-                    slot: 3,
+                    cell: 3,
                     len: 200_000
                 },
             ]
         );
+    }
+
+    #[test]
+    fn heads_too_long_for_the_format_are_errors_and_leave_the_buffer_as_it_was() {
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let long_name = vec![b'x'; 70_000];
+        let err = encode_response_head(&mut buf, 200, b"OK", [(&long_name[..], &b"v"[..])]);
+        assert_eq!(err, Err(ProtoError::FieldTooLong(70_000)));
+        assert_eq!(&buf[..], b"kept");
+        let big_value = vec![b'v'; MAX_FRAME_BYTES];
+        let err = encode_response_head(&mut buf, 200, b"OK", [(&b"x"[..], &big_value[..])]);
+        assert!(matches!(err, Err(ProtoError::TooLarge(_))), "{err:?}");
+        assert_eq!(&buf[..], b"kept");
+        encode_response_head(&mut buf, 200, b"OK", [(&b"x"[..], &b"v"[..])]).unwrap();
+        let _ = buf.split_to(4);
+        let Some(Frame::ResponseHead(head)) = decode(&mut buf).unwrap() else {
+            panic!("not a response head");
+        };
+        assert_eq!(head.status, 200);
+    }
+
+    #[test]
+    fn a_request_head_frame_decodes_to_its_head() {
+        let meta = RequestMeta {
+            request_id: b"r",
+            method: b"GET",
+            target: b"/",
+            version: crate::HttpVersion::Http2,
+            scheme: crate::Scheme::Https,
+            peer: None,
+            local: None,
+            body_len: 0,
+            has_body: false,
+            queued: 0,
+        };
+        let mut buf = BytesMut::new();
+        encode_request_head(&mut buf, &meta, [(&b"host"[..], &b"h"[..])]).unwrap();
+        let Some(Frame::RequestHead(head)) = decode(&mut buf).unwrap() else {
+            panic!("not a request head");
+        };
+        assert_eq!((&head.method[..], head.headers.len()), (&b"GET"[..], 1));
+        assert!(buf.is_empty());
     }
 
     #[test]

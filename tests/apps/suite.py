@@ -305,8 +305,8 @@ def ep_sched(environ, start_response):
     return respond(start_response, names.get(policy, str(policy)))
 
 
-# Where a response slot starts in a connection's shared memory (proto/src/shared.rs): after the
-# 1 MiB request area and a page of flags, 4 slots of 256 KiB.
+# Where a response cell starts in a connection's shared memory (proto/src/shared/mod.rs): after
+# the 1 MiB request area and a page of flags, 4 cells of 256 KiB.
 SHARED_SLOTS = [1024 * 1024 + 4096 + i * 256 * 1024 for i in range(4)]
 
 
@@ -326,7 +326,7 @@ def in_shared_memory(data, offsets):
 
 def ep_shared(environ, start_response):
     """POST: echoes the body's length and whether the gateway's shared memory holds it (at the
-    start of the request area). GET ?n=N: N bytes, then whether they were in a response slot of
+    start of the request area). GET ?n=N: N bytes, then whether they were in a response cell of
     the shared memory by the time the app was asked for more."""
     if environ["REQUEST_METHOD"] == "POST":
         body = read_all(environ["wsgi.input"])

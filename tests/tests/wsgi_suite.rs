@@ -811,11 +811,11 @@ fn request_bodies_travel_through_shared_memory_up_to_its_size() {
     }
 }
 
-/// Response chunks over 16 KiB go to the gateway through a slot of the shared memory, and from
+/// Response chunks over 16 KiB go to the gateway through a cell of the shared memory, and from
 /// there to the client; smaller ones through the socket. The app checks, while it produces its
 /// second chunk, where its first one went.
 #[test]
-fn response_chunks_over_16_kib_travel_through_shared_slots() {
+fn response_chunks_over_16_kib_travel_through_shared_cells() {
     let sluice = Sluice::serve("suite:app").workers(1).threads(2).start();
     let mut conn = Conn::connect(sluice.addr()).unwrap();
     for (n, way) in [

@@ -10,12 +10,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
+use sluice_proto::shared::Region;
 use sluice_proto::{
     declared_len, decode, encode_shared_chunk, frame_header, Frame, Kind, COALESCE_BYTES,
     FRAME_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_FRAME_BYTES,
 };
-
-use crate::shared::Region;
 
 /// How much one `read` asks the kernel for while the next frame's length is not known yet:
 /// a usual request head in one read, while most of a large request body stays in the kernel
@@ -168,7 +167,7 @@ impl FrameReader {
                 "a shared body on a connection without shared memory",
             ));
         };
-        dst[..len].copy_from_slice(shared.request_body(len)?);
+        shared.copy_request_body(&mut dst[..len])?;
         Ok(len)
     }
 
@@ -199,9 +198,10 @@ impl FrameReader {
 pub(crate) struct FrameWriter {
     stream: UnixStream,
     buf: BytesMut,
-    /// The memory the gateway shares with this connection, if any, and the slot to try first.
+    /// The memory the gateway shares with this connection, if any, and the response cell to
+    /// try first.
     shared: Option<Arc<Region>>,
-    next_slot: usize,
+    next_cell: usize,
 }
 
 impl FrameWriter {
@@ -210,7 +210,7 @@ impl FrameWriter {
             stream,
             buf: BytesMut::with_capacity(COALESCE_BYTES * 2),
             shared,
-            next_slot: 0,
+            next_cell: 0,
         }
     }
 
@@ -220,15 +220,15 @@ impl FrameWriter {
     }
 
     /// Queues a body chunk, splitting it into frames of at most `MAX_CHUNK_BYTES`. Small chunks
-    /// are copied into the buffer; large ones into a free slot of the shared memory, else
+    /// are copied into the buffer; large ones into a free cell of the shared memory, else
     /// written through at once (after what is queued).
     pub(crate) fn body(&mut self, data: &[u8]) -> io::Result<()> {
         for piece in data.chunks(MAX_CHUNK_BYTES) {
             if piece.len() > COALESCE_BYTES {
                 let shared = self.shared.as_ref();
-                if let Some(slot) = shared.and_then(|s| s.put_chunk(self.next_slot, piece)) {
-                    self.next_slot = slot + 1;
-                    encode_shared_chunk(&mut self.buf, slot, piece.len());
+                if let Some(cell) = shared.and_then(|s| s.put_chunk(self.next_cell, piece)) {
+                    self.next_cell = cell + 1;
+                    encode_shared_chunk(&mut self.buf, cell, piece.len());
                     continue;
                 }
             }
@@ -284,8 +284,8 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use sluice_proto::{encode_request_head, HttpVersion, RequestMeta, Scheme};
-    use std::os::fd::FromRawFd;
 
     /// A POST head announcing `body_len` bytes, with `host` as its one header.
     fn post_head(wire: &mut BytesMut, body_len: usize, host: &[u8]) {
@@ -372,18 +372,11 @@ mod tests {
         assert!(reader.read_body_into(&mut short).is_err());
     }
 
-    /// A memfd laid out as the gateway makes it, holding `body` at its start, mapped as the
+    /// Shared memory as the gateway makes it, holding `body` in its request area, mapped as the
     /// worker maps it.
     fn shared_memory(body: &[u8]) -> Arc<Region> {
-        // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
-        let file = unsafe {
-            let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
-            assert!(fd >= 0);
-            std::fs::File::from_raw_fd(fd)
-        };
-        file.set_len(sluice_proto::shared::SHARED_BYTES as u64)
-            .unwrap();
-        (&file).write_all(body).unwrap();
+        let (file, gateway) = Region::create().unwrap();
+        gateway.put_request_body(&[Bytes::copy_from_slice(body)]);
         Arc::new(Region::map(&file).unwrap())
     }
 
@@ -444,13 +437,15 @@ mod tests {
     }
 
     #[test]
-    fn large_chunks_go_to_free_slots_and_the_rest_through_the_socket() {
-        use sluice_proto::shared::SLOTS;
+    fn large_chunks_go_to_free_cells_and_the_rest_through_the_socket() {
+        use sluice_proto::shared::CELLS;
         let (ours, theirs) = UnixStream::pair().unwrap();
+        // One mapping for both sides: the gateway's moves (reading and releasing the cells)
+        // are made on it too.
         let region = shared_memory(b"");
         let mut writer = FrameWriter::new(ours, Some(region.clone()));
         let small = body(100);
-        let large: Vec<Vec<u8>> = (0..SLOTS + 1).map(|i| vec![i as u8 + 1; 20_000]).collect();
+        let large: Vec<Vec<u8>> = (0..CELLS + 1).map(|i| vec![i as u8 + 1; 20_000]).collect();
         writer.body(&small).unwrap();
         for chunk in &large {
             writer.body(chunk).unwrap();
@@ -463,26 +458,29 @@ mod tests {
             frames.push(frame);
         }
         assert_eq!(frames[0], Frame::ResponseBody(small.into()));
-        for (slot, chunk) in large.iter().enumerate().take(SLOTS) {
+        let mut held = Vec::new();
+        for (cell, chunk) in large.iter().enumerate().take(CELLS) {
+            let len = chunk.len() as u32;
             assert_eq!(
-                frames[slot + 1],
+                frames[cell + 1],
                 Frame::ResponseBodyShared {
-                    slot: slot as u32,
-                    len: chunk.len() as u32
+                    cell: cell as u32,
+                    len
                 }
             );
-            assert!(region.slot(slot, chunk.len()) == &chunk[..], "slot {slot}");
-            assert!(region.taken(slot), "slot {slot}");
+            let there = region.response_chunk(cell as u32, len).unwrap();
+            assert!(there == chunk[..], "cell {cell}");
+            held.push(there);
         }
-        // Every slot taken: the last chunk went through the socket.
+        // Every cell taken: the last chunk went through the socket.
         assert_eq!(
-            frames[SLOTS + 1],
-            Frame::ResponseBody(large[SLOTS].clone().into())
+            frames[CELLS + 1],
+            Frame::ResponseBody(large[CELLS].clone().into())
         );
-        assert_eq!(frames.len(), SLOTS + 2);
+        assert_eq!(frames.len(), CELLS + 2);
 
-        // Once the gateway gives a slot back, the next large chunk goes there.
-        region.release(2);
+        // Once the gateway gives a cell back, the next large chunk goes there.
+        drop(held.remove(2));
         let (ours, theirs) = UnixStream::pair().unwrap();
         let mut writer = FrameWriter::new(ours, Some(region.clone()));
         writer.body(&[9; 30_000]).unwrap();
@@ -491,10 +489,10 @@ mod tests {
         assert_eq!(
             frame,
             Some(Frame::ResponseBodyShared {
-                slot: 2,
+                cell: 2,
                 len: 30_000
             })
         );
-        assert!(region.slot(2, 30_000) == &[9; 30_000][..]);
+        assert!(region.response_chunk(2, 30_000).unwrap() == [9; 30_000][..]);
     }
 }

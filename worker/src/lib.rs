@@ -3,9 +3,9 @@
 //!
 //! Layout:
 //! - [`serve`]: process life (load, bind, ready, thread pool, stop) and the per-thread loop.
-//! - [`conn`]: blocking framed reads and writes over a Unix socket.
-//! - [`shared`]: the memory a connection shares with the gateway (request bodies, response
-//!   chunks).
+//! - [`conn`]: blocking framed reads and writes over a Unix socket, and the bodies that go
+//!   through the memory the connection shares with the gateway (`sluice_proto::shared::Region`,
+//!   the one type both sides use for it).
 //! - [`wsgi`]: the Python layer of a request: `start_response`, `write`, the file wrapper and
 //!   streaming the result; [`environ`] builds the environ; [`app`] loads the callable and
 //!   formats tracebacks.
@@ -18,7 +18,6 @@ mod app;
 mod conn;
 mod environ;
 mod serve;
-mod shared;
 mod wsgi;
 
 use pyo3::prelude::*;

@@ -21,11 +21,11 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyModule};
 use serde::Deserialize;
+use sluice_proto::shared::Region;
 use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, PREFACE_UNSHARED, VERSION};
 
 use crate::app::{load_callable, App};
 use crate::conn::{FrameReader, FrameWriter};
-use crate::shared::Region;
 use crate::wsgi::{self, Exchange, FileWrapper};
 
 /// The control channel's descriptor number in the worker (the gateway `dup2`s it there).
@@ -51,6 +51,50 @@ struct Running {
     changed: Condvar,
 }
 
+impl Running {
+    /// Starts the fixed pool of `threads` threads, each attached to the interpreter for its
+    /// whole life and serving connections from `listener`.
+    fn spawn(app: &Arc<App>, listener: &Arc<UnixListener>, threads: usize) -> PyResult<Arc<Self>> {
+        let running = Arc::new(Running {
+            count: Mutex::new(threads),
+            changed: Condvar::new(),
+        });
+        for index in 0..threads {
+            let (app, listener, running) = (app.clone(), listener.clone(), running.clone());
+            std::thread::Builder::new()
+                .name(format!("sluice-{index}"))
+                .spawn(move || {
+                    Python::attach(|py| accept_loop(py, &app, &listener));
+                    *running.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    running.changed.notify_all();
+                })
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(running)
+    }
+
+    /// Waits, with the interpreter released, until every thread has left or `grace` is over;
+    /// `false` if some are still inside requests.
+    fn wait(&self, py: Python<'_>, grace: Duration) -> bool {
+        py.detach(|| {
+            let deadline = Instant::now() + grace;
+            let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+            while *count > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                count = self
+                    .changed
+                    .wait_timeout(count, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            true
+        })
+    }
+}
+
 pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
     // SAFETY: the gateway passes the control socket as fd 3 and nothing else in this process
     // owns it; a worker started without one fails the first write below.
@@ -65,18 +109,7 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
             )
         }
     };
-    // On SIGUSR1 (sent when a request runs past its timeout, just before SIGKILL) every thread's
-    // Python traceback goes to stderr, so the log shows where the request was stuck. A C-level
-    // handler: it works while every thread is busy or blocked.
-    if let Err(err) = py.import("faulthandler").and_then(|faulthandler| {
-        let sigusr1 = py.import("signal")?.getattr("SIGUSR1")?;
-        let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item("all_threads", true)?;
-        faulthandler.call_method("register", (sigusr1,), Some(&kwargs))?;
-        Ok(())
-    }) {
-        eprintln!("sluice: cannot register the timeout traceback dump: {err}");
-    }
+    register_timeout_dump(py);
     let callable = match load_callable(py, &config.app, config.chdir.as_deref()) {
         Ok(callable) => callable,
         Err(traceback) => {
@@ -101,31 +134,8 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
         multithread: config.threads > 1,
         multiprocess: config.workers > 1,
     });
-
-    let running = Arc::new(Running {
-        count: Mutex::new(config.threads),
-        changed: Condvar::new(),
-    });
-    for index in 0..config.threads {
-        let (app, listener, running) = (app.clone(), listener.clone(), running.clone());
-        std::thread::Builder::new()
-            .name(format!("sluice-{index}"))
-            .spawn(move || {
-                Python::attach(|py| accept_loop(py, &app, &listener));
-                *running.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-                running.changed.notify_all();
-            })
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-    }
-
-    let python: String = py.import("sys")?.getattr("version")?.extract()?;
-    let ready = serde_json::json!({
-        "pid": std::process::id(),
-        "app": app.name,
-        "python": python.split_whitespace().next().unwrap_or_default(),
-        "proto": VERSION,
-    });
-    send_control(&mut control, Kind::Ready, ready.to_string().as_bytes());
+    let running = Running::spawn(&app, &listener, config.threads)?;
+    send_ready(py, &mut control, &app.name)?;
 
     let Some(graceful) = py.detach(|| wait_for_stop(&mut control)) else {
         // The gateway is gone; nobody is left to answer.
@@ -137,23 +147,7 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
     // SAFETY: shutdown(2) on a descriptor this listener owns.
     unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
     let _ = std::fs::remove_file(&config.socket);
-    let all_done = py.detach(|| {
-        let deadline = Instant::now() + graceful;
-        let mut count = running.count.lock().unwrap_or_else(|e| e.into_inner());
-        while *count > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            count = running
-                .changed
-                .wait_timeout(count, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
-    });
-    if !all_done {
+    if !running.wait(py, graceful) {
         flush_stdio(py);
         // Threads still inside requests after the graceful timeout: finalising the interpreter
         // under them could hang, so leave now.
@@ -161,6 +155,35 @@ pub(crate) fn run(py: Python<'_>, config_json: &str) -> PyResult<i32> {
         unsafe { libc::_exit(0) };
     }
     Ok(0)
+}
+
+/// On SIGUSR1 (sent when a request runs past its timeout, just before SIGKILL) every thread's
+/// Python traceback goes to stderr, so the log shows where the request was stuck. A C-level
+/// handler: it works while every thread is busy or blocked.
+fn register_timeout_dump(py: Python<'_>) {
+    if let Err(err) = py.import("faulthandler").and_then(|faulthandler| {
+        let sigusr1 = py.import("signal")?.getattr("SIGUSR1")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        faulthandler.call_method("register", (sigusr1,), Some(&kwargs))?;
+        Ok(())
+    }) {
+        eprintln!("sluice: cannot register the timeout traceback dump: {err}");
+    }
+}
+
+/// `Ready`, once the app is imported and the threads listen: with the protocol version, so a
+/// gateway of another build refuses this worker naming both.
+fn send_ready(py: Python<'_>, control: &mut UnixStream, app: &str) -> PyResult<()> {
+    let python: String = py.import("sys")?.getattr("version")?.extract()?;
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "app": app,
+        "python": python.split_whitespace().next().unwrap_or_default(),
+        "proto": VERSION,
+    });
+    send_control(control, Kind::Ready, ready.to_string().as_bytes());
+    Ok(())
 }
 
 fn flush_stdio(py: Python<'_>) {
@@ -391,16 +414,13 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_proto::shared::SHARED_BYTES;
 
-    fn memfd(len: usize) -> std::fs::File {
-        // SAFETY: memfd_create(2) with a NUL-terminated name; the new descriptor goes to File.
-        let file = unsafe {
-            let fd = libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC);
-            assert!(fd >= 0);
-            std::fs::File::from_raw_fd(fd)
-        };
-        file.set_len(len as u64).unwrap();
+    /// Memory as the gateway makes it, cut to `len` bytes if given.
+    fn memfd(len: Option<u64>) -> std::fs::File {
+        let (file, _gateway) = Region::create().unwrap();
+        if let Some(len) = len {
+            file.set_len(len).unwrap();
+        }
         file
     }
 
@@ -420,9 +440,9 @@ mod tests {
     #[test]
     fn the_preface_brings_the_shared_memory_when_it_can_be_mapped() {
         for (fd, mapped) in [
-            (Some(memfd(SHARED_BYTES)), true),
+            (Some(memfd(None)), true),
             // Smaller than the layout: a gateway of another build, or a broken one.
-            (Some(memfd(4096)), false),
+            (Some(memfd(Some(4096))), false),
             (None, false),
         ] {
             let (gateway, worker) = UnixStream::pair().unwrap();
@@ -431,7 +451,7 @@ mod tests {
             assert_eq!(region.is_some(), mapped);
         }
         let (gateway, worker) = UnixStream::pair().unwrap();
-        send_preface(&gateway, b"SLUICE\x00\x01", Some(&memfd(SHARED_BYTES)));
+        send_preface(&gateway, b"SLUICE\x00\x01", Some(&memfd(None)));
         assert!(receive_preface(&worker).is_err());
     }
 }

@@ -125,8 +125,8 @@ fn first_reads(conn: &mut Lease) -> std::io::Result<FirstReads> {
     while large_bodies::large_body_ahead(&conn.read_buf).is_none() {
         match decode(&mut conn.read_buf) {
             Ok(Some(Frame::ResponseBody(chunk))) => chunks.push(chunk),
-            Ok(Some(Frame::ResponseBodyShared { slot, len })) => {
-                chunks.push(shared_chunk(conn, slot, len)?);
+            Ok(Some(Frame::ResponseBodyShared { cell, len })) => {
+                chunks.push(shared_chunk(conn, cell, len)?);
             }
             Ok(Some(Frame::ResponseEnd)) => return Ok(FirstReads::Whole(chunks)),
             Ok(None) => break,

@@ -88,10 +88,10 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// The response chunk a worker put in one of the connection's shared slots.
-pub(crate) fn shared_chunk(conn: &WorkerConn, slot: u32, len: u32) -> std::io::Result<Bytes> {
+/// The response chunk a worker put in one of the connection's shared cells.
+pub(crate) fn shared_chunk(conn: &WorkerConn, cell: u32, len: u32) -> std::io::Result<Bytes> {
     match &conn.shared {
-        Some(region) => region.response_chunk(slot, len),
+        Some(region) => region.response_chunk(cell, len),
         None => Err(std::io::Error::other(
             "worker used shared memory this connection does not have",
         )),
@@ -105,8 +105,8 @@ pub(crate) async fn read_frame(conn: &mut WorkerConn) -> std::io::Result<Option<
             return Ok(body.map(Frame::ResponseBody));
         }
         match decode(&mut conn.read_buf).map_err(std::io::Error::other)? {
-            Some(Frame::ResponseBodyShared { slot, len }) => {
-                return shared_chunk(conn, slot, len).map(|chunk| Some(Frame::ResponseBody(chunk)))
+            Some(Frame::ResponseBodyShared { cell, len }) => {
+                return shared_chunk(conn, cell, len).map(|chunk| Some(Frame::ResponseBody(chunk)))
             }
             Some(frame) => return Ok(Some(frame)),
             None => {}

@@ -619,10 +619,10 @@ mod tests {
         relays.take(place).expect("nobody is behind yet")
     }
 
-    /// What the worker does when it starts a queued request: claim it in the queue word (the
-    /// same compare-and-swap as the gateway's settle).
+    /// What the worker does when it starts a queued request: claims it in the queue word
+    /// (the worker's own move, on the gateway's mapping of the same memory).
     fn worker_starts(lease: &Lease, reservation: &Reservation) {
-        lease.shared.as_ref().unwrap().settle(reservation.number);
+        assert!(lease.shared.as_ref().unwrap().claim(reservation.number));
     }
 
     async fn status(lease: &mut Lease) -> u16 {
