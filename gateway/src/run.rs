@@ -339,6 +339,14 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// The longest graceful timeout of `apps`: how long their binds' connections get to finish.
+fn longest_grace(apps: &[AppHandle]) -> Duration {
+    apps.iter()
+        .map(|a| a.state.config.graceful_timeout)
+        .max()
+        .unwrap_or_default()
+}
+
 /// Starts every app of `config` at once; all ready, or none kept.
 async fn start_apps(
     config: &Config,
@@ -436,36 +444,17 @@ impl Gateway {
 
     /// SIGHUP: a new generation of every app, switched to only when all of it is ready.
     async fn reload(&mut self) {
-        let config = match &self.config.source {
-            Some(path) => match Config::load(path) {
-                Ok(config) => config,
-                Err(err) => {
-                    tracing::error!("reload: the configuration is invalid, so the running workers go on serving:\n{err}");
-                    return;
-                }
-            },
-            // `sluice serve`: the same settings, new workers (new code).
-            None => self.config.clone(),
+        let Some(config) = self.reloaded_config() else {
+            return;
         };
         tracing::info!("reload: starting new workers");
-
-        let mut new_listeners = Vec::new();
-        let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
-        for app in &config.apps {
-            for (position, bind) in app.binds.iter().enumerate() {
-                let key = BindKey::new(&bind.addr, &app.name, position);
-                if self.binds.iter().any(|b| b.key == key) {
-                    continue;
-                }
-                match open_listener(app, bind, &mut self.inherited, &names) {
-                    Ok(listener) => new_listeners.push((key, listener)),
-                    Err(err) => {
-                        tracing::error!("reload: {err:#}, so the running workers go on serving");
-                        return;
-                    }
-                }
+        let new_listeners = match self.open_new_binds(&config) {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                tracing::error!("reload: {err:#}, so the running workers go on serving");
+                return;
             }
-        }
+        };
         if config.admin != self.config.admin {
             tracing::warn!("reload: a changed `admin` bind takes effect at the next start");
         }
@@ -481,22 +470,72 @@ impl Gateway {
             }
         };
         self.next_app_index += config.apps.len();
+        let removed = self.switch_binds(&config, &apps, new_listeners);
+        let old_apps = std::mem::replace(&mut self.apps, apps);
+        if let Some(admin) = &self.admin {
+            admin.publish(&self.apps);
+        }
+        self.drain(old_apps, removed);
+        admission::raise_open_file_limit(&config);
+        self.connections.set_max(config.max_connections);
+        self.config = config;
+        tracing::info!("reload: done; the previous workers are finishing their requests");
+    }
 
-        // Switch every bind of the new configuration to its new app generation.
+    /// The configuration to reload to: the file read again, or for `sluice serve` the same
+    /// settings (new workers, new code). `None` if the file is invalid.
+    fn reloaded_config(&self) -> Option<Config> {
+        let Some(path) = &self.config.source else {
+            return Some(self.config.clone());
+        };
+        match Config::load(path) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                tracing::error!("reload: the configuration is invalid, so the running workers go on serving:\n{err}");
+                None
+            }
+        }
+    }
+
+    /// Listeners for the binds of `config` that are not open yet; all of them, or an error.
+    fn open_new_binds(&mut self, config: &Config) -> anyhow::Result<Vec<(BindKey, Listener)>> {
+        let mut new_listeners = Vec::new();
+        let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+        for app in &config.apps {
+            for (position, bind) in app.binds.iter().enumerate() {
+                let key = BindKey::new(&bind.addr, &app.name, position);
+                if self.binds.iter().any(|b| b.key == key) {
+                    continue;
+                }
+                let listener = open_listener(app, bind, &mut self.inherited, &names)?;
+                new_listeners.push((key, listener));
+            }
+        }
+        Ok(new_listeners)
+    }
+
+    /// Points every bind of `config` at its app in `apps` (the new generation), opening the new
+    /// ones; returns the binds `config` no longer has.
+    fn switch_binds(
+        &mut self,
+        config: &Config,
+        apps: &[AppHandle],
+        mut new_listeners: Vec<(BindKey, Listener)>,
+    ) -> Vec<Bind> {
         let mut keep = HashSet::new();
-        for (index, app) in config.apps.iter().enumerate() {
+        for (app, handle) in config.apps.iter().zip(apps) {
             for (position, spec) in app.binds.iter().enumerate() {
                 let addr = &spec.addr;
                 let key = BindKey::new(addr, &app.name, position);
                 keep.insert(key.clone());
                 if let Some(bind) = self.binds.iter().find(|b| b.key == key) {
-                    bind.route.store(apps[index].state.clone());
+                    bind.route.store(handle.state.clone());
                     reload_tls(app, spec, &bind.tls);
                     bind.proxy_protocol
                         .store(spec.proxy_protocol, Ordering::Relaxed);
                 } else if let Some(at) = new_listeners.iter().position(|(k, _)| *k == key) {
                     let (key, listener) = new_listeners.swap_remove(at);
-                    match Bind::open(key, listener, &apps[index], &self.connections) {
+                    match Bind::open(key, listener, handle, &self.connections) {
                         Ok(bind) => self.binds.push(bind),
                         Err(err) => {
                             tracing::error!(app = %app.name, "reload: cannot open {addr}: {err}")
@@ -509,15 +548,13 @@ impl Gateway {
             .into_iter()
             .partition(|b| keep.contains(&b.key));
         self.binds = kept;
-        let old_apps = std::mem::replace(&mut self.apps, apps);
-        if let Some(admin) = &self.admin {
-            admin.publish(&self.apps);
-        }
-        let wait = old_apps
-            .iter()
-            .map(|a| a.state.config.graceful_timeout)
-            .max()
-            .unwrap_or_default();
+        removed
+    }
+
+    /// The previous generation drains in the background: the removed binds' connections get
+    /// the longest graceful timeout of the old apps, each old app its own.
+    fn drain(&mut self, old_apps: Vec<AppHandle>, removed: Vec<Bind>) {
+        let wait = longest_grace(&old_apps);
         for bind in removed {
             tracing::info!(addr = %bind.key.configured, "reload: no longer listening");
             self.draining.spawn(bind.close(wait));
@@ -526,10 +563,6 @@ impl Gateway {
             let grace = app.state.config.graceful_timeout;
             self.draining.spawn(app.stop(grace));
         }
-        admission::raise_open_file_limit(&config);
-        self.connections.set_max(config.max_connections);
-        self.config = config;
-        tracing::info!("reload: done; the previous workers are finishing their requests");
     }
 
     /// One deadline for the whole stop: open connections get until then to finish their
@@ -540,12 +573,7 @@ impl Gateway {
             admin.state.stopping.store(true, Ordering::Relaxed);
         }
         let wait = match how {
-            Stop::Graceful => self
-                .apps
-                .iter()
-                .map(|a| a.state.config.graceful_timeout)
-                .max()
-                .unwrap_or_default(),
+            Stop::Graceful => longest_grace(&self.apps),
             Stop::Immediate => Duration::ZERO,
         };
         let deadline = tokio::time::Instant::now() + wait;

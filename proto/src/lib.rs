@@ -14,6 +14,7 @@
 //! Nothing here does socket I/O: callers own their buffers and sockets (the gateway with tokio,
 //! the worker with blocking std sockets). `PROTOCOL.md` beside this crate describes the wire.
 
+pub mod control;
 mod frame;
 mod head;
 pub mod pass_fd;

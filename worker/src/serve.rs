@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyModule};
-use serde::Deserialize;
+use sluice_proto::control::{Fatal, Ready, WorkerConfig};
 use sluice_proto::shared::Region;
 use sluice_proto::{encode_control, Frame, Kind, RequestHead, PREFACE, PREFACE_UNSHARED, VERSION};
 
@@ -30,18 +30,6 @@ use crate::wsgi::{self, Exchange, FileWrapper};
 
 /// The control channel's descriptor number in the worker (the gateway `dup2`s it there).
 const CONTROL_FD: i32 = 3;
-
-/// What the gateway tells a worker, as JSON in `argv[1]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WorkerConfig {
-    name: String,
-    app: String,
-    socket: String,
-    threads: usize,
-    workers: usize,
-    chdir: Option<String>,
-}
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
@@ -176,13 +164,17 @@ fn register_timeout_dump(py: Python<'_>) {
 /// gateway of another build refuses this worker naming both.
 fn send_ready(py: Python<'_>, control: &mut UnixStream, app: &str) -> PyResult<()> {
     let python: String = py.import("sys")?.getattr("version")?.extract()?;
-    let ready = serde_json::json!({
-        "pid": std::process::id(),
-        "app": app,
-        "python": python.split_whitespace().next().unwrap_or_default(),
-        "proto": VERSION,
-    });
-    send_control(control, Kind::Ready, ready.to_string().as_bytes());
+    let ready = Ready {
+        pid: std::process::id(),
+        app: app.to_owned(),
+        python: python
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        proto: VERSION,
+    };
+    send_control(control, Kind::Ready, ready.to_json().as_bytes());
     Ok(())
 }
 
@@ -197,8 +189,12 @@ fn flush_stdio(py: Python<'_>) {
 }
 
 fn fatal(control: &mut UnixStream, error: &str, traceback: &str) -> PyResult<i32> {
-    let payload = serde_json::json!({ "error": error, "traceback": traceback, "proto": VERSION });
-    send_control(control, Kind::Fatal, payload.to_string().as_bytes());
+    let payload = Fatal {
+        error: error.to_owned(),
+        traceback: traceback.to_owned(),
+        proto: VERSION,
+    };
+    send_control(control, Kind::Fatal, payload.to_json().as_bytes());
     Ok(1)
 }
 
