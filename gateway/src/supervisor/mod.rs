@@ -129,7 +129,7 @@ impl AppHandle {
                 self.index,
                 self.next_slot.fetch_add(1, Ordering::Relaxed)
             ),
-            generation: AtomicU64::new(0),
+            started: AtomicU64::new(0),
         };
         SlotHandle {
             task: tokio::spawn(run_slot(ctx, first, stop.clone())),
@@ -202,18 +202,18 @@ struct SlotContext {
     /// Short and unique per slot: socket paths must stay under 108 bytes.
     tag: String,
     /// Workers the slot has started, numbering their sockets.
-    generation: AtomicU64,
+    started: AtomicU64,
 }
 
 impl SlotContext {
     /// The socket for the slot's next worker; never one used before.
     fn next_socket(&self) -> PathBuf {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = self.started.fetch_add(1, Ordering::Relaxed) + 1;
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         self.rundir
             .path()
-            .join(format!("{}g{generation}-{seq}.sock", self.tag))
+            .join(format!("{}w{started}-{seq}.sock", self.tag))
     }
 }
 
