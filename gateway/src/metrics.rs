@@ -109,7 +109,7 @@ pub(crate) struct AppMetrics {
     protocols: [[Counter; 2]; 3],
     duration: Histogram,
     queue_wait: Histogram,
-    /// Requests sent behind another on a busy worker connection (see `relay`).
+    /// Requests sent behind another on a busy worker connection (see `pool::lease`).
     pub(crate) queued_behind: Counter,
     pub(crate) in_flight: Gauge,
     restarts: Family<ReasonLabel, Counter>,

@@ -128,7 +128,7 @@ fn counters_move_by_exactly_the_traffic_sent() {
 }
 
 /// With every thread busy, a request goes out behind the one a thread is answering (see the
-/// gateway's `relay`). On one thread and many clients that is most requests: each must get its
+/// gateway's `pool::lease`). On one thread and many clients that is most requests: each must get its
 /// own answer, and reach Python exactly once.
 #[test]
 fn requests_queued_behind_a_busy_thread_get_their_own_answers() {

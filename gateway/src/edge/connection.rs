@@ -5,7 +5,7 @@
 //!   default). In clear text the first bytes decide: the HTTP/2 connection preface means h2c with
 //!   prior knowledge, anything else HTTP/1.1. `http: 1` or `http: 2` fixes the version instead.
 //! - HTTP/1.1 runs behind the byte-level screen (`framing`) and the head and keep-alive clocks
-//!   (`clock`). HTTP/2 needs neither: its framing is binary and checked by the h2 crate, whose
+//!   (`timeouts`). HTTP/2 needs neither: its framing is binary and checked by the h2 crate, whose
 //!   limits and counters bound the known floods (rapid reset, CONTINUATION, SETTINGS, PING, HPACK
 //!   bombs) and answer them with GOAWAY. An HTTP/2 connection with no stream for `keepalive` is
 //!   closed with a GOAWAY, as an idle HTTP/1.1 connection is closed.
@@ -339,7 +339,7 @@ async fn drive<C: Drainable>(
 ) -> Result<(), hyper::Error> {
     let mut connection = std::pin::pin!(connection);
     let Some((activity, keepalive)) = idle else {
-        // HTTP/1.1 keeps its own idle clock (`clock`): only a drain can end it from here.
+        // HTTP/1.1 keeps its own idle clock (`timeouts`): only a drain can end it from here.
         tokio::select! {
             ended = connection.as_mut() => return ended,
             _ = draining.cancelled() => {}
