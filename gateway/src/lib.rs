@@ -44,3 +44,9 @@ pub use edge::activation::Inherited;
 pub use edge::tls::{check as check_tls, TlsError};
 pub use run::run;
 pub use shutdown::Stop;
+
+/// What the fuzz targets in `fuzz/` drive: the byte-level framing scanner. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::edge::framing::{Fault, Limits, Scanner, Stop, MAX_HEAD_BYTES};
+}

@@ -78,6 +78,15 @@ pub(crate) fn build<'py>(
     body: Bound<'py, PyBytes>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
+    put_request(py, &env, head)?;
+    let host = put_headers(py, &env, head)?;
+    put_server(py, &env, head, host)?;
+    put_wsgi(py, app, &env, head, body)?;
+    Ok(env)
+}
+
+/// The CGI variables of the request line, the client and the body's length.
+fn put_request(py: Python<'_>, env: &Bound<'_, PyDict>, head: &RequestHead) -> PyResult<()> {
     let (path, query) = match head.target.iter().position(|&b| b == b'?') {
         Some(q) => (&head.target[..q], &head.target[q + 1..]),
         None => (&head.target[..], &b""[..]),
@@ -97,7 +106,15 @@ pub(crate) fn build<'py>(
     if head.has_body || head.body_len > 0 {
         env.set_item(intern!(py, "CONTENT_LENGTH"), head.body_len.to_string())?;
     }
+    Ok(())
+}
 
+/// `CONTENT_TYPE` and the `HTTP_` variables; returns the first `Host` value, if any.
+fn put_headers<'h>(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    head: &'h RequestHead,
+) -> PyResult<Option<&'h [u8]>> {
     // Repeated headers are joined into one value: cookies with "; " (RFC 6265), others ", ".
     let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
     let mut host: Option<&[u8]> = None;
@@ -107,7 +124,7 @@ pub(crate) fn build<'py>(
                 env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
                 continue;
             }
-            // The body was buffered: CONTENT_LENGTH above is the real length.
+            // The body was buffered: CONTENT_LENGTH (`put_request`) is the real length.
             b"content-length" | b"transfer-encoding" => continue,
             b"host" => host = host.or(Some(value)),
             _ => {}
@@ -125,7 +142,17 @@ pub(crate) fn build<'py>(
     for (key, value) in &joined {
         env.set_item(key, latin1(py, value))?;
     }
+    Ok(host)
+}
 
+/// `SERVER_NAME` and `SERVER_PORT`: from `Host` if the client sent one, else the address it
+/// connected to.
+fn put_server(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    head: &RequestHead,
+    host: Option<&[u8]>,
+) -> PyResult<()> {
     let (server_name, server_port) = match host.map(split_host) {
         Some((name, port)) => {
             let default = if head.scheme.as_str() == "https" {
@@ -148,7 +175,17 @@ pub(crate) fn build<'py>(
     };
     env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
     env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+    Ok(())
+}
 
+/// The `wsgi.` variables, `wsgi.input` over the buffered body among them.
+fn put_wsgi<'py>(
+    py: Python<'py>,
+    app: &App,
+    env: &Bound<'py, PyDict>,
+    head: &RequestHead,
+    body: Bound<'py, PyBytes>,
+) -> PyResult<()> {
     // BytesIO shares the bytes object's buffer until written to, so this is not a copy.
     let input = app.bytes_io.bind(py).call1((body,))?;
     env.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
@@ -167,7 +204,7 @@ pub(crate) fn build<'py>(
     env.set_item(intern!(py, "wsgi.multiprocess"), app.multiprocess)?;
     env.set_item(intern!(py, "wsgi.run_once"), false)?;
     env.set_item(intern!(py, "wsgi.file_wrapper"), app.file_wrapper.bind(py))?;
-    Ok(env)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -496,16 +496,7 @@ fn stream_result(
             }
         }
     }
-    // A list or tuple is complete already: send it in one write. Anything else may be a
-    // generator producing chunks over time, and each one goes out as soon as it exists, but
-    // for the one that completes the Content-Length: iteration stops there (below), so it
-    // goes out with the end.
-    let flush =
-        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-            Flush::Later
-        } else {
-            Flush::WhileIncomplete
-        };
+    let flush = flush_for(result);
     let iter = match result.try_iter() {
         Ok(iter) => iter,
         Err(err) => {
@@ -521,31 +512,9 @@ fn stream_result(
         }
     };
     for item in iter {
-        let chunk = match item {
-            Ok(item) => match item.cast_into::<PyBytes>() {
-                Ok(chunk) => chunk,
-                Err(err) => {
-                    let kind = err
-                        .into_inner()
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default();
-                    let message = format!("the app yielded {kind} instead of bytes");
-                    return refuse(py, app, exchange, head, AppErrorKind::BadResponse, &message);
-                }
-            },
-            Err(err) => {
-                return reject(
-                    py,
-                    app,
-                    exchange,
-                    head,
-                    &err,
-                    AppErrorKind::Raised,
-                    "the app raised while iterating",
-                );
-            }
+        let chunk = match chunk_of(py, app, exchange, head, item) {
+            Ok(chunk) => chunk,
+            Err(keep) => return keep,
         };
         if chunk.as_bytes().is_empty() {
             continue;
@@ -573,6 +542,44 @@ fn stream_result(
         }
     }
     finish(py, app, exchange, generation, head)
+}
+
+/// How the chunks of a result leave. A list or tuple is complete already: send it in one write.
+/// Anything else may be a generator producing chunks over time, and each one goes out as soon
+/// as it exists, but for the one that completes the Content-Length: iteration stops there (see
+/// [`stream_result`]), so it goes out with the end.
+fn flush_for(result: &Bound<'_, PyAny>) -> Flush {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        Flush::Later
+    } else {
+        Flush::WhileIncomplete
+    }
+}
+
+/// One item of the result, as the bytes it must be; `Err` if it is not bytes or the iteration
+/// raised, once the request has been ended with an error frame, with whether the connection
+/// is still in step.
+fn chunk_of<'py>(
+    py: Python<'py>,
+    app: &App,
+    exchange: &Mutex<Exchange>,
+    head: &RequestHead,
+    item: PyResult<Bound<'py, PyAny>>,
+) -> Result<Bound<'py, PyBytes>, bool> {
+    let item = item.map_err(|err| {
+        let message = "the app raised while iterating";
+        reject(py, app, exchange, head, &err, AppErrorKind::Raised, message)
+    })?;
+    item.cast_into::<PyBytes>().map_err(|err| {
+        let kind = err
+            .into_inner()
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let message = format!("the app yielded {kind} instead of bytes");
+        refuse(py, app, exchange, head, AppErrorKind::BadResponse, &message)
+    })
 }
 
 /// `wsgi.file_wrapper` over an object with a real descriptor: `pread` from its current position

@@ -1,38 +1,11 @@
-//! The byte-level screen of every client connection: a sans-I/O scanner of HTTP/1.1 message
-//! framing (RFC 9112) that sees each byte a client sends before hyper does, and the I/O wrapper
-//! that runs it.
+//! The pure scanner of HTTP/1.1 message framing: bytes in, in pieces of any size; out, the
+//! number of clean heads, the first fault and where it is, and the targets hyper will get
+//! percent-encoded. No I/O.
 //!
-//! hyper (through httparse) is lenient where a front end must not be: it takes a bare LF as a
-//! line ending, merges duplicate identical `Content-Length` fields, drops `Content-Length` when
-//! `Transfer-Encoding` is present, accepts `gzip, chunked`, and skips chunk extensions unread.
-//! Once hyper has parsed a head, some of that is no longer visible (the dropped
-//! `Content-Length`), so the scanner reads the raw bytes instead. It follows the message
-//! framing itself (head, then a `Content-Length` or chunked body, then the next head), so
-//! body bytes are never mistaken for a head across keep-alive and pipelining.
-//!
-//! What it finds reaches the client in one of two ways:
-//! - A fault in a head is recorded in the connection's [`Screen`]; the bytes still go to hyper,
-//!   which parses the head and hands the request to the `strict` middleware, which answers with
-//!   the fault's status (400, 414 or 431) and closes. Nothing is forwarded.
-//! - A fault in a body (chunk framing, trailers) also ends the stream hyper reads: the read that
-//!   carries the bad byte is cut just before it, and the next read fails. hyper fails the request
-//!   body, the forwarder, which buffers every body before Python sees it, answers 400 and closes.
-//!
-//! The scanner only adds strictness: whatever hyper rejects on its own it still rejects. For a
-//! well-formed message both agree on where it ends, which is what keeps them in step; if hyper
-//! ever parsed a head the scanner has not finished, the middleware fails closed.
-//!
-//! Cost: one pass over head and chunk-size lines, a counter for body bytes, no allocation.
+//! What the fuzz targets drive is `pub` (the module is private to the crate: they reach it only
+//! through `sluice_gateway::fuzzing`); the rest stays private.
 
-use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{ready, Context, Poll};
-
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
 
 use crate::config::EdgeConfig;
 
@@ -40,17 +13,17 @@ use crate::config::EdgeConfig;
 /// (`DEFAULT_MAX_BUFFER_SIZE`, which sluice leaves alone). hyper answers 431 when an unfinished
 /// head fills its buffer, but a single read can overshoot the cap and let a larger head through;
 /// counting here makes every head beyond it a 431, whatever the reads were.
-pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// The size limits the scanner enforces, from the app's edge settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Longest request line, without its CRLF.
-    pub(crate) line: usize,
+    pub line: usize,
     /// Most field lines in a head (and in a trailer section).
-    pub(crate) fields: usize,
+    pub fields: usize,
     /// Longest field line (name, colon, value), without its CRLF; also bounds chunk-size lines.
-    pub(crate) field_size: usize,
+    pub field_size: usize,
 }
 
 impl From<&EdgeConfig> for Limits {
@@ -65,7 +38,7 @@ impl From<&EdgeConfig> for Limits {
 
 /// What is wrong with a request, as found in its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// A LF without the CR before it (RFC 9112 §2.2).
     BareLf,
     /// A CR not followed by LF (RFC 9112 §2.2).
@@ -142,10 +115,10 @@ impl Fault {
 /// Where the scanner stopped: the offset of the offending byte in the slice it was given, and
 /// whether that byte belongs to a body (chunk lines, chunk data, trailers) rather than a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stop {
-    pub(crate) at: usize,
-    pub(crate) fault: Fault,
-    pub(crate) in_body: bool,
+pub struct Stop {
+    pub at: usize,
+    pub fault: Fault,
+    pub in_body: bool,
 }
 
 /// Which line a CR ends; decides where the scanner goes once its LF arrives.
@@ -230,7 +203,7 @@ enum Codings {
 /// The framing of one client connection's byte stream, checked as it arrives in pieces of any
 /// size.
 #[derive(Debug)]
-pub(crate) struct Scanner {
+pub struct Scanner {
     limits: Limits,
     state: State,
     /// Bytes of the current line so far, for the limits.
@@ -299,7 +272,7 @@ const VCHAR: u8 = 8;
 /// Target bytes that RFC 3986 wants percent-encoded and that clients send raw all the same
 /// (`curl 'http://h/à'`, a JSON query, a backtick): nginx serves them, and so does sluice. The
 /// `http` crate under hyper refuses them in a URI, so they reach hyper percent-encoded and the
-/// app gets the target as the client sent it (see [`RawTarget`]).
+/// app gets the target as the client sent it (see [`RawTarget`](super::RawTarget)).
 const ESCAPED: u8 = 16;
 /// What a fragment passes on to hyper as it is: visible ASCII but the [`ESCAPED`] bytes. A
 /// fragment may hold those too; they reach hyper percent-encoded (it refuses a fragment that is
@@ -371,7 +344,7 @@ fn hex_value(b: u8) -> Option<u64> {
 }
 
 impl Scanner {
-    pub(crate) fn new(limits: Limits) -> Scanner {
+    pub fn new(limits: Limits) -> Scanner {
         Scanner {
             limits,
             state: State::Idle,
@@ -405,18 +378,18 @@ impl Scanner {
 
     /// The offsets, in the slice given to the latest [`Scanner::scan`], of the bytes that must
     /// reach hyper percent-encoded (see [`ESCAPED`]).
-    pub(crate) fn escapes(&self) -> &[usize] {
+    pub fn escapes(&self) -> &[usize] {
         &self.escapes
     }
 
     /// The targets with [`ESCAPED`] bytes finished since the last call, as the client sent them
     /// (fragment left out), each with the index of its head on the connection.
-    pub(crate) fn take_raw_targets(&mut self) -> Vec<(u64, Bytes)> {
+    pub fn take_raw_targets(&mut self) -> Vec<(u64, Bytes)> {
         std::mem::take(&mut self.raw_targets)
     }
 
     /// Heads scanned to their end without a fault.
-    pub(crate) fn heads(&self) -> u64 {
+    pub fn heads(&self) -> u64 {
         self.heads
     }
 
@@ -452,7 +425,7 @@ impl Scanner {
 
     /// Checks the next bytes of the stream. After a fault the scanner is done with the
     /// connection: the caller stops feeding it.
-    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         self.escapes.clear();
         let mut i = 0;
         while i < bytes.len() {
@@ -558,6 +531,9 @@ impl Scanner {
         Ok(())
     }
 
+    /// One byte that [`Scanner::step`] left: a line ending, the byte that ends a run, or a
+    /// byte of a line too rare to be worth a run (chunk-size lines, field starts).
+    #[inline]
     fn byte(&mut self, b: u8) -> Result<(), Fault> {
         // CR and LF mean the same wherever a line may end; elsewhere each state rejects them.
         match (self.state, b) {
@@ -585,6 +561,35 @@ impl Scanner {
         {
             self.grow_line()?;
         }
+        match self.state {
+            State::Idle
+            | State::Method
+            | State::TargetStart
+            | State::Target
+            | State::Fragment
+            | State::Version => self.request_line_byte(b),
+            State::FieldStart | State::Name | State::Value => self.field_line_byte(b),
+            State::ChunkStart | State::ChunkSize | State::ChunkSizeWs => self.chunk_size_byte(b),
+            State::ExtBeforeName
+            | State::ExtName
+            | State::ExtAfterName
+            | State::ExtBeforeValue
+            | State::ExtToken
+            | State::ExtQuoted
+            | State::ExtQuotedPair
+            | State::ExtAfterValue
+            | State::ExtAfterValueWs => self.chunk_extension_byte(b),
+            State::Lf(_)
+            | State::Body(_)
+            | State::ChunkData(_)
+            | State::ChunkDataCr
+            | State::ChunkDataLf => unreachable!("handled in step and above"),
+        }
+    }
+
+    /// A byte of a request line (or of the empty lines before one) that is not CR-LF's LF.
+    #[inline]
+    fn request_line_byte(&mut self, b: u8) -> Result<(), Fault> {
         match self.state {
             State::Idle => match b {
                 b'\r' => self.state = State::Lf(Line::Leading),
@@ -619,22 +624,20 @@ impl Scanner {
                 b'!'..=b'~' => {}
                 _ => return Err(Fault::RequestLine),
             },
+            _ => unreachable!("not a request-line state: {:?}", self.state),
+        }
+        Ok(())
+    }
+
+    /// A byte of a field line, in a head or a trailer section, or of the empty line ending it.
+    #[inline]
+    fn field_line_byte(&mut self, b: u8) -> Result<(), Fault> {
+        match self.state {
             State::FieldStart => match b {
                 b'\r' if self.trailers => self.state = State::Lf(Line::TrailerEnd),
                 b'\r' => self.state = State::Lf(Line::HeadEnd),
                 b' ' | b'\t' => return Err(Fault::ObsFold),
-                b if is_tchar(b) => {
-                    self.fields += 1;
-                    if self.fields > self.limits.fields {
-                        return Err(Fault::TooManyFields);
-                    }
-                    self.line_len = 1;
-                    self.name_len = 0;
-                    self.maybe_content_length = !self.trailers;
-                    self.maybe_transfer_encoding = !self.trailers;
-                    self.name_byte(b);
-                    self.state = State::Name;
-                }
+                b if is_tchar(b) => self.start_field(b)?,
                 _ => return Err(Fault::FieldName),
             },
             State::Name => match b {
@@ -647,6 +650,30 @@ impl Scanner {
                 b if is_value_byte(b) => self.value_byte(b)?,
                 _ => return Err(Fault::FieldValue),
             },
+            _ => unreachable!("not a field-line state: {:?}", self.state),
+        }
+        Ok(())
+    }
+
+    /// The first byte of a field name: one more field line, counted against the limit.
+    fn start_field(&mut self, b: u8) -> Result<(), Fault> {
+        self.fields += 1;
+        if self.fields > self.limits.fields {
+            return Err(Fault::TooManyFields);
+        }
+        self.line_len = 1;
+        self.name_len = 0;
+        self.maybe_content_length = !self.trailers;
+        self.maybe_transfer_encoding = !self.trailers;
+        self.name_byte(b);
+        self.state = State::Name;
+        Ok(())
+    }
+
+    /// A byte of a chunk-size line up to its first extension.
+    #[inline]
+    fn chunk_size_byte(&mut self, b: u8) -> Result<(), Fault> {
+        match self.state {
             State::ChunkStart => match hex_value(b) {
                 Some(digit) => {
                     self.line_len = 1;
@@ -674,66 +701,45 @@ impl Scanner {
                 b' ' | b'\t' => {}
                 _ => return Err(Fault::ChunkSize),
             },
-            State::ExtBeforeName => match b {
-                b' ' | b'\t' => {}
-                b if is_tchar(b) => self.state = State::ExtName,
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtName => match b {
-                b'\r' => self.state = State::Lf(Line::ChunkSize),
-                b';' => self.state = State::ExtBeforeName,
-                b'=' => self.state = State::ExtBeforeValue,
-                b' ' | b'\t' => self.state = State::ExtAfterName,
-                b if is_tchar(b) => {}
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtAfterName => match b {
-                b';' => self.state = State::ExtBeforeName,
-                b'=' => self.state = State::ExtBeforeValue,
-                b' ' | b'\t' => {}
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtBeforeValue => match b {
-                b' ' | b'\t' => {}
-                b'"' => self.state = State::ExtQuoted,
-                b if is_tchar(b) => self.state = State::ExtToken,
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtToken => match b {
-                b'\r' => self.state = State::Lf(Line::ChunkSize),
-                b';' => self.state = State::ExtBeforeName,
-                b' ' | b'\t' => self.state = State::ExtAfterValueWs,
-                b if is_tchar(b) => {}
-                _ => return Err(Fault::ChunkExtension),
-            },
-            // qdtext and quoted-pair (RFC 9110 §5.6.4).
-            State::ExtQuoted => match b {
-                b'"' => self.state = State::ExtAfterValue,
-                b'\\' => self.state = State::ExtQuotedPair,
-                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => {}
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtQuotedPair => match b {
-                b'\t' | b' '..=b'~' | 0x80..=0xff => self.state = State::ExtQuoted,
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtAfterValue => match b {
-                b'\r' => self.state = State::Lf(Line::ChunkSize),
-                b';' => self.state = State::ExtBeforeName,
-                b' ' | b'\t' => self.state = State::ExtAfterValueWs,
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::ExtAfterValueWs => match b {
-                b';' => self.state = State::ExtBeforeName,
-                b' ' | b'\t' => {}
-                _ => return Err(Fault::ChunkExtension),
-            },
-            State::Lf(_)
-            | State::Body(_)
-            | State::ChunkData(_)
-            | State::ChunkDataCr
-            | State::ChunkDataLf => unreachable!("handled in step and above"),
+            _ => unreachable!("not a chunk-size state: {:?}", self.state),
         }
+        Ok(())
+    }
+
+    /// A byte of a chunk extension: `;name[=token|quoted-string]`, BWS around `;` and `=`.
+    fn chunk_extension_byte(&mut self, b: u8) -> Result<(), Fault> {
+        self.state = match (self.state, b) {
+            (State::ExtBeforeName, b' ' | b'\t') => State::ExtBeforeName,
+            (State::ExtBeforeName, b) if is_tchar(b) => State::ExtName,
+            (State::ExtName, b'\r') => State::Lf(Line::ChunkSize),
+            (State::ExtName, b';') => State::ExtBeforeName,
+            (State::ExtName, b'=') => State::ExtBeforeValue,
+            (State::ExtName, b' ' | b'\t') => State::ExtAfterName,
+            (State::ExtName, b) if is_tchar(b) => State::ExtName,
+            (State::ExtAfterName, b';') => State::ExtBeforeName,
+            (State::ExtAfterName, b'=') => State::ExtBeforeValue,
+            (State::ExtAfterName, b' ' | b'\t') => State::ExtAfterName,
+            (State::ExtBeforeValue, b' ' | b'\t') => State::ExtBeforeValue,
+            (State::ExtBeforeValue, b'"') => State::ExtQuoted,
+            (State::ExtBeforeValue, b) if is_tchar(b) => State::ExtToken,
+            (State::ExtToken, b'\r') => State::Lf(Line::ChunkSize),
+            (State::ExtToken, b';') => State::ExtBeforeName,
+            (State::ExtToken, b' ' | b'\t') => State::ExtAfterValueWs,
+            (State::ExtToken, b) if is_tchar(b) => State::ExtToken,
+            // qdtext and quoted-pair (RFC 9110 §5.6.4).
+            (State::ExtQuoted, b'"') => State::ExtAfterValue,
+            (State::ExtQuoted, b'\\') => State::ExtQuotedPair,
+            (State::ExtQuoted, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff) => {
+                State::ExtQuoted
+            }
+            (State::ExtQuotedPair, b'\t' | b' '..=b'~' | 0x80..=0xff) => State::ExtQuoted,
+            (State::ExtAfterValue, b'\r') => State::Lf(Line::ChunkSize),
+            (State::ExtAfterValue, b';') => State::ExtBeforeName,
+            (State::ExtAfterValue, b' ' | b'\t') => State::ExtAfterValueWs,
+            (State::ExtAfterValueWs, b';') => State::ExtBeforeName,
+            (State::ExtAfterValueWs, b' ' | b'\t') => State::ExtAfterValueWs,
+            _ => return Err(Fault::ChunkExtension),
+        };
         Ok(())
     }
 
@@ -929,187 +935,11 @@ impl Scanner {
     }
 }
 
-/// What the scanner found on one connection, shared between its I/O wrapper (which writes it)
-/// and the `strict` middleware (which reads it for each request hyper hands over).
-#[derive(Debug, Default)]
-pub(crate) struct Screen {
-    /// Heads scanned to their end without a fault.
-    heads: AtomicU64,
-    /// The first fault; after it, nothing more on the connection is scanned or served.
-    fault: OnceLock<Fault>,
-    /// Requests hyper has handed over so far on this connection.
-    admitted: AtomicU64,
-    /// The targets hyper got percent-encoded, as sent, by head index; rare, so behind a lock
-    /// that only a connection which sent one ever takes.
-    raw_targets: std::sync::Mutex<VecDeque<(u64, Bytes)>>,
-    raw_targets_kept: AtomicU64,
-}
-
-/// The request target as the client sent it, fragment left out, where hyper was given it
-/// percent-encoded (see [`ESCAPED`]). What the app and the access log see.
-#[derive(Debug, Clone)]
-pub(crate) struct RawTarget(pub(crate) Bytes);
-
-/// The target the app gets: as the client sent it, without a fragment.
-pub(crate) fn request_target<'a>(extensions: &'a http::Extensions, uri: &'a http::Uri) -> &'a [u8] {
-    match extensions.get::<RawTarget>() {
-        Some(RawTarget(raw)) => raw,
-        None => uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes()),
-    }
-}
-
-impl Screen {
-    /// The verdict on the next request hyper hands over (they come in order, one per head),
-    /// with its target as sent where hyper got it percent-encoded.
-    /// `Err(None)`: hyper parsed a head the scanner has not finished, so the two are out of step.
-    pub(crate) fn admit(&self) -> Result<Option<RawTarget>, Option<Fault>> {
-        let index = self.admitted.fetch_add(1, Ordering::Relaxed);
-        if index < self.heads.load(Ordering::Acquire) {
-            return Ok(self.raw_target(index));
-        }
-        Err(self.fault.get().copied())
-    }
-
-    fn keep_raw_targets(&self, targets: Vec<(u64, Bytes)>) {
-        if targets.is_empty() {
-            return;
-        }
-        let mut kept = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
-        kept.extend(targets);
-        self.raw_targets_kept
-            .store(kept.len() as u64, Ordering::Release);
-    }
-
-    fn raw_target(&self, index: u64) -> Option<RawTarget> {
-        if self.raw_targets_kept.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut kept = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
-        // Heads come to hyper in order, so an older entry's request has been handed over.
-        while kept.front().is_some_and(|(at, _)| *at < index) {
-            kept.pop_front();
-        }
-        let raw = match kept.front() {
-            Some((at, _)) if *at == index => kept.pop_front().map(|(_, raw)| RawTarget(raw)),
-            _ => None,
-        };
-        self.raw_targets_kept
-            .store(kept.len() as u64, Ordering::Release);
-        raw
-    }
-}
-
-/// A client stream whose incoming bytes go through a [`Scanner`] on their way to hyper.
-pub(crate) struct Screened<T> {
-    inner: T,
-    scanner: Scanner,
-    screen: Arc<Screen>,
-    /// Bytes for hyper that did not fit the buffer of the read that made them: the rest of a
-    /// read whose target grew by percent-encoding.
-    pending: BytesMut,
-    /// A body fault was found: once what came before it has been read, reads fail.
-    failed: bool,
-    /// A fault was found: later bytes are passed on unscanned (the connection is closing).
-    done: bool,
-}
-
-impl<T> Screened<T> {
-    pub(crate) fn new(inner: T, limits: Limits, screen: Arc<Screen>) -> Screened<T> {
-        Screened {
-            inner,
-            scanner: Scanner::new(limits),
-            screen,
-            pending: BytesMut::new(),
-            failed: false,
-            done: false,
-        }
-    }
-}
-
-fn body_error(fault: Fault) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, fault.describe())
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if crate::edge::delegate::replay(&mut this.pending, buf) {
-            return Poll::Ready(Ok(()));
-        }
-        if this.failed {
-            let fault = this.screen.fault.get().copied().unwrap_or(Fault::ChunkData);
-            return Poll::Ready(Err(body_error(fault)));
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if this.done {
-            return Poll::Ready(Ok(()));
-        }
-        let scanned = this.scanner.scan(&buf.filled()[before..]);
-        // Before the heads that carry them are counted, so hyper never sees a head whose raw
-        // target is not there yet.
-        this.screen
-            .keep_raw_targets(this.scanner.take_raw_targets());
-        this.screen
-            .heads
-            .store(this.scanner.heads(), Ordering::Release);
-        if let Err(stop) = scanned {
-            this.done = true;
-            let _ = this.screen.fault.set(stop.fault);
-            if stop.in_body {
-                // hyper gets the body up to the bad byte and then an error, which fails the
-                // request body; a read of nothing would look like the client's EOF instead.
-                this.failed = true;
-                if stop.at == 0 {
-                    return Poll::Ready(Err(body_error(stop.fault)));
-                }
-                buf.set_filled(before + stop.at);
-            }
-        }
-        if !this.scanner.escapes().is_empty() {
-            this.escape(buf, before);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T> Screened<T> {
-    /// Percent-encodes the [`ESCAPED`] bytes the latest scan found in `buf` after `before`;
-    /// what no longer fits waits in `pending` for the next read. Escapes all come before a
-    /// body fault's cut, since the scanner stops there.
-    fn escape(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let raw = &buf.filled()[before..];
-        let escapes = self.scanner.escapes();
-        let mut out = Vec::with_capacity(raw.len() + 2 * escapes.len());
-        let mut from = 0;
-        for &at in escapes {
-            let b = raw[at];
-            out.extend_from_slice(&raw[from..at]);
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            from = at + 1;
-        }
-        out.extend_from_slice(&raw[from..]);
-        buf.set_filled(before);
-        let fit = out.len().min(buf.remaining());
-        buf.put_slice(&out[..fit]);
-        self.pending.extend_from_slice(&out[fit..]);
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Screened<T> {
-    crate::edge::delegate::delegate_write!(inner);
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    pub(in crate::edge::framing) const LIMITS: Limits = Limits {
         line: 64,
         fields: 4,
         field_size: 40,
@@ -1458,42 +1288,6 @@ mod tests {
         assert_eq!(stop.fault, Fault::HeadTooLarge);
     }
 
-    async fn read_all(mut io: impl AsyncRead + Unpin) -> (Vec<u8>, Option<io::Error>) {
-        use tokio::io::AsyncReadExt;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 7];
-        loop {
-            match io.read(&mut buf).await {
-                Ok(0) => return (got, None),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(err) => return (got, Some(err)),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_head_fault_passes_the_bytes_and_tells_the_screen() {
-        let screen = Arc::new(Screen::default());
-        let input: &[u8] = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nHost: x\r\n\r\nmore";
-        let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
-        assert_eq!(got, input);
-        assert!(err.is_none());
-        assert!(matches!(screen.admit(), Ok(None)));
-        assert!(matches!(screen.admit(), Err(Some(Fault::BareLf))));
-    }
-
-    #[tokio::test]
-    async fn a_body_fault_cuts_the_stream_before_the_bad_byte() {
-        let screen = Arc::new(Screen::default());
-        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x00b\r\nhello\r\n";
-        let (got, err) = read_all(Screened::new(&head[..], LIMITS, screen.clone())).await;
-        assert_eq!(got, &head[..head.len() - "\x00b\r\nhello\r\n".len()]);
-        assert_eq!(err.expect("an error").kind(), io::ErrorKind::InvalidData);
-        // The head itself was fine: the request is admitted and fails on its body.
-        assert!(matches!(screen.admit(), Ok(None)));
-        assert!(matches!(screen.admit(), Err(Some(Fault::ChunkExtension))));
-    }
-
     #[test]
     fn targets_with_bytes_to_escape_are_kept_as_sent() {
         let mut s = Scanner::new(LIMITS);
@@ -1518,39 +1312,5 @@ mod tests {
             s.take_raw_targets(),
             vec![(0, Bytes::from_static(b"/abc<d"))]
         );
-    }
-
-    #[tokio::test]
-    async fn escaped_targets_reach_hyper_percent_encoded_and_the_app_as_sent() {
-        let screen = Arc::new(Screen::default());
-        let input: &[u8] = b"GET /\xc3\xa9<> HTTP/1.1\r\n\r\nGET /plain HTTP/1.1\r\n\r\n\
-              POST /\"\"\"\"?`#<\xe9 HTTP/1.1\r\nContent-Length: 3\r\n\r\n<\xe9>";
-        // Reads of 7 bytes: the escaped bytes overflow them and wait for the next read.
-        let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
-        assert!(err.is_none());
-        assert_eq!(
-            got,
-            &b"GET /%C3%A9%3C%3E HTTP/1.1\r\n\r\nGET /plain HTTP/1.1\r\n\r\n\
-               POST /%22%22%22%22?%60#%3C%E9 HTTP/1.1\r\nContent-Length: 3\r\n\r\n<\xe9>"[..]
-        );
-        let raw = |admitted: Result<Option<RawTarget>, Option<Fault>>| {
-            admitted.map(|raw| raw.map(|RawTarget(bytes)| bytes))
-        };
-        assert_eq!(
-            raw(screen.admit()),
-            Ok(Some(Bytes::from_static(b"/\xc3\xa9<>")))
-        );
-        assert_eq!(raw(screen.admit()), Ok(None));
-        assert_eq!(
-            raw(screen.admit()),
-            Ok(Some(Bytes::from_static(b"/\"\"\"\"?`")))
-        );
-        assert_eq!(raw(screen.admit()), Err(None));
-    }
-
-    #[test]
-    fn a_head_the_scanner_has_not_finished_is_not_admitted() {
-        let screen = Screen::default();
-        assert!(matches!(screen.admit(), Err(None)));
     }
 }
