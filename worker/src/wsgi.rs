@@ -2,7 +2,7 @@
 //!
 //! One [`Exchange`] per connection carries the response state of the request in flight. The
 //! Python objects handed to the app (`start_response`, `write`) hold it with the request's
-//! generation number, so a callable kept past its request cannot touch the next one.
+//! turn number, so a callable kept past its request cannot touch the next one.
 //! Socket writes happen with the interpreter detached.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +40,7 @@ struct Head {
 
 pub(crate) struct Exchange {
     out: FrameWriter,
-    generation: u64,
+    turn: u64,
     head: Option<Head>,
     head_sent: bool,
     head_only: bool,
@@ -97,7 +97,7 @@ impl Exchange {
     pub(crate) fn new(out: FrameWriter) -> Exchange {
         Exchange {
             out,
-            generation: 0,
+            turn: 0,
             head: None,
             head_sent: false,
             head_only: false,
@@ -107,8 +107,8 @@ impl Exchange {
         }
     }
 
-    fn begin(&mut self, generation: u64, head_only: bool) {
-        self.generation = generation;
+    fn begin(&mut self, turn: u64, head_only: bool) {
+        self.turn = turn;
         self.head = None;
         self.head_sent = false;
         self.head_only = head_only;
@@ -116,8 +116,8 @@ impl Exchange {
         self.sent = 0;
     }
 
-    fn check(&self, generation: u64) -> Result<(), SendError> {
-        if self.generation != generation {
+    fn check(&self, turn: u64) -> Result<(), SendError> {
+        if self.turn != turn {
             return Err(SendError::Stale);
         }
         if self.gone {
@@ -144,8 +144,8 @@ impl Exchange {
         Ok(())
     }
 
-    fn send(&mut self, generation: u64, data: &[u8], flush: Flush) -> Result<Sent, SendError> {
-        self.check(generation)?;
+    fn send(&mut self, turn: u64, data: &[u8], flush: Flush) -> Result<Sent, SendError> {
+        self.check(turn)?;
         self.send_head()?;
         let mut sent = Sent::More;
         let mut data = data;
@@ -172,8 +172,8 @@ impl Exchange {
         Ok(sent)
     }
 
-    fn finish(&mut self, generation: u64) -> Result<Finished, SendError> {
-        self.check(generation)?;
+    fn finish(&mut self, turn: u64) -> Result<Finished, SendError> {
+        self.check(turn)?;
         self.send_head()?;
         let finished = match self.content_length {
             Some(declared) if !self.head_only && self.sent < declared => {
@@ -318,7 +318,7 @@ fn send_error_to_py(err: SendError) -> PyErr {
 #[pyclass(frozen)]
 pub(crate) struct StartResponse {
     exchange: Arc<Mutex<Exchange>>,
-    generation: u64,
+    turn: u64,
 }
 
 #[pymethods]
@@ -334,7 +334,7 @@ impl StartResponse {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let ex = lock(&self.exchange);
-            ex.check(self.generation).map_err(send_error_to_py)?;
+            ex.check(self.turn).map_err(send_error_to_py)?;
             match exc_info {
                 // PEP 3333: once headers are out, the app's error must propagate.
                 Some(exc_info) if ex.head_sent => {
@@ -355,11 +355,11 @@ impl StartResponse {
         // Validation may run app code (a custom header iterable), so the lock is not held here.
         let head = encode_head(status, headers)?;
         let mut ex = lock(&self.exchange);
-        ex.check(self.generation).map_err(send_error_to_py)?;
+        ex.check(self.turn).map_err(send_error_to_py)?;
         ex.head = Some(head);
         Ok(Write {
             exchange: self.exchange.clone(),
-            generation: self.generation,
+            turn: self.turn,
         })
     }
 }
@@ -368,7 +368,7 @@ impl StartResponse {
 #[pyclass(frozen)]
 pub(crate) struct Write {
     exchange: Arc<Mutex<Exchange>>,
-    generation: u64,
+    turn: u64,
 }
 
 #[pymethods]
@@ -377,7 +377,7 @@ impl Write {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        send_chunk(py, &self.exchange, self.generation, data, Flush::Now)
+        send_chunk(py, &self.exchange, self.turn, data, Flush::Now)
             .map(|_| ())
             .map_err(send_error_to_py)
     }
@@ -426,14 +426,14 @@ impl FileWrapper {
 fn send_chunk(
     py: Python<'_>,
     exchange: &Mutex<Exchange>,
-    generation: u64,
+    turn: u64,
     chunk: &Bound<'_, PyBytes>,
     flush: Flush,
 ) -> Result<Sent, SendError> {
     // Bytes objects are immutable and `chunk` keeps this one alive, so its buffer may be read
     // with the interpreter detached (pyo3 documents the same for `Py<PyBytes>::as_bytes`).
     let data = chunk.as_bytes();
-    py.detach(|| lock(exchange).send(generation, data, flush))
+    py.detach(|| lock(exchange).send(turn, data, flush))
 }
 
 /// Serves one request on this thread's connection. Returns whether the connection is still in
@@ -442,19 +442,19 @@ pub(crate) fn handle(
     py: Python<'_>,
     app: &App,
     exchange: &Arc<Mutex<Exchange>>,
-    generation: u64,
+    turn: u64,
     head: RequestHead,
     body: Bound<'_, PyBytes>,
 ) -> bool {
     let head_only = &head.method[..] == b"HEAD";
-    lock(exchange).begin(generation, head_only);
+    lock(exchange).begin(turn, head_only);
     let environ = environ::build(py, app, &head, body);
     let called = environ.and_then(|environ| {
         let start_response = Bound::new(
             py,
             StartResponse {
                 exchange: exchange.clone(),
-                generation,
+                turn,
             },
         )?;
         app.callable.bind(py).call1((environ, start_response))
@@ -466,7 +466,7 @@ pub(crate) fn handle(
             return reject(py, app, exchange, &head, &err, kind, "the app raised");
         }
     };
-    let keep = stream_result(py, app, exchange, generation, &head, &result);
+    let keep = stream_result(py, app, exchange, turn, &head, &result);
     // PEP 3333: close() is called on every path, errors and disconnects included.
     match result.hasattr(intern!(py, "close")) {
         Ok(true) => {
@@ -484,14 +484,14 @@ fn stream_result(
     py: Python<'_>,
     app: &App,
     exchange: &Mutex<Exchange>,
-    generation: u64,
+    turn: u64,
     head: &RequestHead,
     result: &Bound<'_, PyAny>,
 ) -> bool {
     let head_only = &head.method[..] == b"HEAD";
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
         if !head_only {
-            if let Some(keep) = send_file(py, app, exchange, generation, head, wrapper.get()) {
+            if let Some(keep) = send_file(py, app, exchange, turn, head, wrapper.get()) {
                 return keep;
             }
         }
@@ -519,7 +519,7 @@ fn stream_result(
         if chunk.as_bytes().is_empty() {
             continue;
         }
-        match send_chunk(py, exchange, generation, &chunk, flush) {
+        match send_chunk(py, exchange, turn, &chunk, flush) {
             Ok(Sent::More) if head_only => break,
             Ok(Sent::More) => {}
             // PEP 3333: the server "should stop iterating over the response when enough data
@@ -541,7 +541,7 @@ fn stream_result(
             Err(SendError::Gone | SendError::Stale) => return false,
         }
     }
-    finish(py, app, exchange, generation, head)
+    finish(py, app, exchange, turn, head)
 }
 
 /// How the chunks of a result leave. A list or tuple is complete already: send it in one write.
@@ -588,7 +588,7 @@ fn send_file(
     py: Python<'_>,
     app: &App,
     exchange: &Mutex<Exchange>,
-    generation: u64,
+    turn: u64,
     head: &RequestHead,
     wrapper: &FileWrapper,
 ) -> Option<bool> {
@@ -621,7 +621,7 @@ fn send_file(
                 return Ok(());
             }
             offset += n as i64;
-            match lock(exchange).send(generation, &buf[..n as usize], Flush::Later) {
+            match lock(exchange).send(turn, &buf[..n as usize], Flush::Later) {
                 Ok(Sent::More) => {}
                 Ok(Sent::Full | Sent::Truncated) => return Ok(()),
                 Err(_) => return Err(None),
@@ -629,7 +629,7 @@ fn send_file(
         }
     });
     match outcome {
-        Ok(()) => Some(finish(py, app, exchange, generation, head)),
+        Ok(()) => Some(finish(py, app, exchange, turn, head)),
         Err(Some(err)) => {
             let message = format!("reading the file failed: {err}");
             Some(refuse(
@@ -649,10 +649,10 @@ fn finish(
     py: Python<'_>,
     app: &App,
     exchange: &Mutex<Exchange>,
-    generation: u64,
+    turn: u64,
     head: &RequestHead,
 ) -> bool {
-    match py.detach(|| lock(exchange).finish(generation)) {
+    match py.detach(|| lock(exchange).finish(turn)) {
         Ok(Finished::Complete) => true,
         Ok(Finished::Short { declared, sent }) => {
             let message =

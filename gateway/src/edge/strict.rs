@@ -39,7 +39,7 @@ fn check(request: &Request, edge: &EdgeConfig) -> Result<Option<RawTarget>, Gate
     }
     // Without a screen (a router driven directly, without a socket) only the parsed checks run.
     let raw_target = match request.extensions().get::<Arc<Screen>>() {
-        Some(screen) => screen.admit().map_err(rejection)?,
+        Some(screen) => screen.next_verdict().map_err(rejection)?,
         None => None,
     };
     check_target(request.method(), request.uri())?;

@@ -23,7 +23,7 @@ pub(crate) struct Screen {
     /// The first fault; after it, nothing more on the connection is scanned or served.
     fault: OnceLock<Fault>,
     /// Requests hyper has handed over so far on this connection.
-    admitted: AtomicU64,
+    handed_over: AtomicU64,
     /// The targets hyper got percent-encoded, as sent, by head index; rare, so behind a lock
     /// that only a connection which sent one ever takes.
     raw_targets: std::sync::Mutex<VecDeque<(u64, Bytes)>>,
@@ -47,8 +47,8 @@ impl Screen {
     /// The verdict on the next request hyper hands over (they come in order, one per head),
     /// with its target as sent where hyper got it percent-encoded.
     /// `Err(None)`: hyper parsed a head the scanner has not finished, so the two are out of step.
-    pub(crate) fn admit(&self) -> Result<Option<RawTarget>, Option<Fault>> {
-        let index = self.admitted.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn next_verdict(&self) -> Result<Option<RawTarget>, Option<Fault>> {
+        let index = self.handed_over.fetch_add(1, Ordering::Relaxed);
         if index < self.heads.load(Ordering::Acquire) {
             return Ok(self.raw_target(index));
         }
@@ -215,8 +215,8 @@ mod tests {
         let (got, err) = read_all(Screened::new(input, LIMITS, screen.clone())).await;
         assert_eq!(got, input);
         assert!(err.is_none());
-        assert!(matches!(screen.admit(), Ok(None)));
-        assert!(matches!(screen.admit(), Err(Some(Fault::BareLf))));
+        assert!(matches!(screen.next_verdict(), Ok(None)));
+        assert!(matches!(screen.next_verdict(), Err(Some(Fault::BareLf))));
     }
 
     #[tokio::test]
@@ -226,9 +226,12 @@ mod tests {
         let (got, err) = read_all(Screened::new(&head[..], LIMITS, screen.clone())).await;
         assert_eq!(got, &head[..head.len() - "\x00b\r\nhello\r\n".len()]);
         assert_eq!(err.expect("an error").kind(), io::ErrorKind::InvalidData);
-        // The head itself was fine: the request is admitted and fails on its body.
-        assert!(matches!(screen.admit(), Ok(None)));
-        assert!(matches!(screen.admit(), Err(Some(Fault::ChunkExtension))));
+        // The head itself was fine: the request passes and fails on its body.
+        assert!(matches!(screen.next_verdict(), Ok(None)));
+        assert!(matches!(
+            screen.next_verdict(),
+            Err(Some(Fault::ChunkExtension))
+        ));
     }
 
     #[tokio::test]
@@ -244,24 +247,24 @@ mod tests {
             &b"GET /%C3%A9%3C%3E HTTP/1.1\r\n\r\nGET /plain HTTP/1.1\r\n\r\n\
                POST /%22%22%22%22?%60#%3C%E9 HTTP/1.1\r\nContent-Length: 3\r\n\r\n<\xe9>"[..]
         );
-        let raw = |admitted: Result<Option<RawTarget>, Option<Fault>>| {
-            admitted.map(|raw| raw.map(|RawTarget(bytes)| bytes))
+        let raw = |verdict: Result<Option<RawTarget>, Option<Fault>>| {
+            verdict.map(|raw| raw.map(|RawTarget(bytes)| bytes))
         };
         assert_eq!(
-            raw(screen.admit()),
+            raw(screen.next_verdict()),
             Ok(Some(Bytes::from_static(b"/\xc3\xa9<>")))
         );
-        assert_eq!(raw(screen.admit()), Ok(None));
+        assert_eq!(raw(screen.next_verdict()), Ok(None));
         assert_eq!(
-            raw(screen.admit()),
+            raw(screen.next_verdict()),
             Ok(Some(Bytes::from_static(b"/\"\"\"\"?`")))
         );
-        assert_eq!(raw(screen.admit()), Err(None));
+        assert_eq!(raw(screen.next_verdict()), Err(None));
     }
 
     #[test]
-    fn a_head_the_scanner_has_not_finished_is_not_admitted() {
+    fn a_head_the_scanner_has_not_finished_is_refused() {
         let screen = Screen::default();
-        assert!(matches!(screen.admit(), Err(None)));
+        assert!(matches!(screen.next_verdict(), Err(None)));
     }
 }
