@@ -448,22 +448,14 @@ impl Scanner {
         let b = bytes[i];
         match self.state {
             State::Body(left) => {
-                let take = left.min((bytes.len() - i) as u64);
-                self.state = if take == left {
-                    State::Idle
-                } else {
-                    State::Body(left - take)
-                };
-                return Ok(i + take as usize);
+                let (taken, rest) = counted(left, bytes.len() - i);
+                self.state = rest.map_or(State::Idle, State::Body);
+                return Ok(i + taken);
             }
             State::ChunkData(left) => {
-                let take = left.min((bytes.len() - i) as u64);
-                self.state = if take == left {
-                    State::ChunkDataCr
-                } else {
-                    State::ChunkData(left - take)
-                };
-                return Ok(i + take as usize);
+                let (taken, rest) = counted(left, bytes.len() - i);
+                self.state = rest.map_or(State::ChunkDataCr, State::ChunkData);
+                return Ok(i + taken);
             }
             _ => {}
         }
@@ -933,6 +925,14 @@ impl Scanner {
         };
         Ok(())
     }
+}
+
+/// Takes what is here of a run of `left` counted bytes (a body, a chunk's data) from
+/// `available`: how many, and how many are still to come (`None` once the run is complete).
+#[inline]
+fn counted(left: u64, available: usize) -> (usize, Option<u64>) {
+    let taken = left.min(available as u64);
+    (taken as usize, (taken < left).then_some(left - taken))
 }
 
 #[cfg(test)]
