@@ -12,7 +12,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use sluice_fuzz::read_lengths;
-use sluice_proto::shared::{SHARED_BODY_BYTES, SLOTS, SLOT_BYTES};
+use sluice_proto::shared::{CELLS, CELL_BYTES, SHARED_BODY_BYTES};
 use sluice_proto::{
     decode, encode_control, encode_end, encode_error, encode_request_head, encode_response_head,
     encode_shared_body, encode_shared_chunk, encode_stop, frame_header, Frame, Kind, ProtoError,
@@ -123,11 +123,11 @@ fn encode(frame: &Frame) -> Option<BytesMut> {
         Frame::Stop(grace_ms) => encode_stop(&mut dst, *grace_ms),
         Frame::RequestBodyShared(len) if *len as usize > SHARED_BODY_BYTES => return None,
         Frame::RequestBodyShared(len) => encode_shared_body(&mut dst, *len as usize),
-        Frame::ResponseBodyShared { slot, len } => {
-            if *slot as usize >= SLOTS || *len as usize > SLOT_BYTES {
+        Frame::ResponseBodyShared { cell, len } => {
+            if *cell as usize >= CELLS || *len as usize > CELL_BYTES {
                 return None;
             }
-            encode_shared_chunk(&mut dst, *slot as usize, *len as usize);
+            encode_shared_chunk(&mut dst, *cell as usize, *len as usize);
         }
     }
     Some(dst)
