@@ -4,12 +4,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
 use sluice_gateway::config::{Cli, Command};
 use sluice_gateway::Config;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_env();
     set_up_logging();
     let loaded = match cli.command {
         Command::Serve(args) => args.into_config(),

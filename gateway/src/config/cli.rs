@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use super::binds::{parse_bind, parse_bind_addr};
 use super::settings::{
@@ -50,6 +50,37 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+}
+
+impl Cli {
+    /// Parses the process's command line, with every `serve` option also read from the
+    /// environment (see [`Cli::command_with_env`]); a bad value is clap's usage error, exit 2.
+    pub fn parse_with_env() -> Cli {
+        let matches = Cli::command_with_env().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
+    /// The command line where every `serve` option can also be set as `SLUICE_<NAME>` (its long
+    /// name in capitals, `-` as `_`: `SLUICE_WORKERS`, `SLUICE_THREAD_WORKERS`), as Granian
+    /// reads `GRANIAN_*`; a flag on the command line wins. Without `--workers` or
+    /// `SLUICE_WORKERS`, `WEB_CONCURRENCY` (gunicorn's and the buildpacks' convention) gives the
+    /// worker count.
+    pub fn command_with_env() -> clap::Command {
+        let web_concurrency = std::env::var_os("SLUICE_WORKERS").is_none()
+            && std::env::var_os("WEB_CONCURRENCY").is_some();
+        Cli::command().mut_subcommand("serve", |serve| {
+            serve.mut_args(|arg| {
+                let id = arg.get_id().as_str().to_owned();
+                if arg.is_positional() || matches!(id.as_str(), "help" | "version") {
+                    arg
+                } else if id == "workers" && web_concurrency {
+                    arg.env("WEB_CONCURRENCY")
+                } else {
+                    arg.env(format!("SLUICE_{}", id.to_ascii_uppercase()))
+                }
+            })
+        })
+    }
 }
 
 /// The defaults `--help` shows where a flag takes text, which clap also reads back when the
@@ -317,6 +348,53 @@ mod tests {
             unreachable!("parsed as serve")
         };
         serve.into_config()
+    }
+
+    /// `sluice serve a:b ARGS` as the process would parse it, environment included.
+    fn serve_with_env(args: &[&str]) -> Result<ServeArgs, String> {
+        let line = ["sluice", "serve", "a:b"].iter().chain(args);
+        let matches = Cli::command_with_env()
+            .try_get_matches_from(line)
+            .map_err(|e| e.to_string())?;
+        match Cli::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Serve(serve) => Ok(*serve),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    /// The only test that sets these variables, and the only one that reads the environment.
+    #[test]
+    fn options_come_from_the_environment_and_flags_win() {
+        std::env::remove_var("SLUICE_WORKERS");
+        std::env::set_var("WEB_CONCURRENCY", "3");
+        assert_eq!(serve_with_env(&[]).unwrap().workers, 3);
+        std::env::set_var("SLUICE_WORKERS", "2");
+        std::env::set_var("SLUICE_THREAD_WORKERS", "7");
+        std::env::set_var("SLUICE_TIMEOUT", "5s");
+        std::env::set_var("SLUICE_PROXY_PROTOCOL", "true");
+        let serve = serve_with_env(&[]).unwrap();
+        assert_eq!(serve.workers, 2, "SLUICE_WORKERS before WEB_CONCURRENCY");
+        assert_eq!(serve.thread_workers, 7);
+        assert_eq!(serve.timeout, Duration::from_secs(5));
+        assert!(serve.proxy_protocol);
+        let serve = serve_with_env(&["--workers", "5", "--timeout", "9s"]).unwrap();
+        assert_eq!((serve.workers, serve.timeout), (5, Duration::from_secs(9)));
+        std::env::set_var("SLUICE_WORKERS", "none");
+        let err = serve_with_env(&[]).err().expect("a bad value is refused");
+        assert!(err.contains("none"), "{err}");
+        for name in [
+            "SLUICE_WORKERS",
+            "WEB_CONCURRENCY",
+            "SLUICE_THREAD_WORKERS",
+            "SLUICE_TIMEOUT",
+            "SLUICE_PROXY_PROTOCOL",
+        ] {
+            std::env::remove_var(name);
+        }
+        assert_eq!(serve_with_env(&[]).unwrap().workers, DEFAULT_WORKERS);
     }
 
     #[test]
