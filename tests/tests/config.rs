@@ -284,3 +284,26 @@ apps:
     assert_eq!(get(sluice.addr(), "/").status(), 200);
     assert_eq!(gateway_threads(sluice.pid()), 1);
 }
+
+#[test]
+fn serve_options_come_from_the_environment_and_flags_win() {
+    let sluice = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .env("SLUICE_GATEWAY_THREADS", "3")
+        .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    assert_eq!(
+        gateway_threads(sluice.pid()),
+        3,
+        "from SLUICE_GATEWAY_THREADS"
+    );
+
+    let sluice = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .env("SLUICE_GATEWAY_THREADS", "3")
+        .arg("--gateway-threads")
+        .arg("2")
+        .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    assert_eq!(gateway_threads(sluice.pid()), 2, "the flag wins");
+}
