@@ -783,6 +783,8 @@ fn max_requests_with_jitter_recycles_workers_without_losing_a_request() {
         .start();
     let load = Load::start(CLIENTS, sluice.addr(), HIT);
     watch_replacements(&sluice, 2, "max_requests", 6);
+    // The newest worker is ready; let it answer before the tally, which counts pids.
+    load.wait_progress(CLIENTS as u64 * 20, DEADLINE);
     let tally = load.stop();
     eprintln!("max_requests: {}", tally.summary());
     assert_recycled(&tally, &sluice, 2, 6);
@@ -811,6 +813,8 @@ fn max_rss_recycles_a_growing_worker_without_losing_a_request() {
     // Every request keeps 32 KiB more alive in its worker.
     let load = Load::start(CLIENTS, sluice.addr(), "/alloc?kb=32");
     watch_replacements(&sluice, 2, "max_rss", 3);
+    // The newest worker is ready; let it answer before the tally, which counts pids.
+    load.wait_progress(CLIENTS as u64 * 20, DEADLINE);
     let tally = load.stop();
     eprintln!("max_rss: {}", tally.summary());
     assert_recycled(&tally, &sluice, 2, 3);
@@ -826,6 +830,8 @@ fn worker_lifetime_recycles_workers_without_losing_a_request() {
         .start();
     let load = Load::start(CLIENTS, sluice.addr(), HIT);
     watch_replacements(&sluice, 2, "worker_lifetime", 4);
+    // The newest worker is ready; let it answer before the tally, which counts pids.
+    load.wait_progress(CLIENTS as u64 * 20, DEADLINE);
     let tally = load.stop();
     eprintln!("worker_lifetime: {}", tally.summary());
     assert_recycled(&tally, &sluice, 2, 4);
