@@ -213,6 +213,8 @@ enum Mode {
     Serve(String),
     Run(String),
     RunFile(PathBuf),
+    /// Another program that runs sluice itself (the Python API's `WSGIServer(...).start()`).
+    Command(PathBuf, Vec<OsString>),
 }
 
 /// A sluice to start. `serve` runs from `tests/apps` (its `--chdir`) unless told otherwise and
@@ -269,6 +271,20 @@ impl Sluice {
     /// [`Sluice::expect_binds`] says otherwise.
     pub fn run_config_file(path: impl AsRef<Path>) -> Sluice {
         Sluice::new(Mode::RunFile(path.as_ref().to_owned()), None, "config")
+    }
+
+    /// `program args...`, a program that starts sluice itself (a script using the Python API),
+    /// run in `dir`. Expects one `listening` line unless [`Sluice::expect_binds`] says
+    /// otherwise.
+    pub fn command(
+        program: impl AsRef<Path>,
+        args: &[&OsStr],
+        dir: impl AsRef<Path>,
+        label: &str,
+    ) -> Sluice {
+        let args = args.iter().map(|a| a.to_os_string()).collect();
+        let mode = Mode::Command(program.as_ref().to_owned(), args);
+        Sluice::new(mode, Some(dir.as_ref().to_owned()), label)
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Sluice {
@@ -330,9 +346,10 @@ impl Sluice {
             .expect("temp dir");
         let state = root.path().join("state");
         std::fs::create_dir(&state).expect("state dir");
-        let mut cmd = match self.launcher.split_first() {
-            None => Command::new(sluice_bin()),
-            Some((program, args)) => {
+        let mut cmd = match (self.launcher.split_first(), &self.mode) {
+            (_, Mode::Command(program, _)) => Command::new(program),
+            (None, _) => Command::new(sluice_bin()),
+            (Some((program, args)), _) => {
                 let mut cmd = Command::new(program);
                 cmd.args(args).arg(sluice_bin());
                 cmd
@@ -369,6 +386,13 @@ impl Sluice {
                 cmd.arg("run").arg("--config").arg(path);
                 expected = self.expect_binds.unwrap_or(1);
                 config_path = Some(path.clone());
+            }
+            Mode::Command(_, args) => {
+                cmd.args(args);
+                if let Some(dir) = &self.chdir {
+                    cmd.current_dir(dir);
+                }
+                expected = self.expect_binds.unwrap_or(1);
             }
         }
         cmd.args(&self.args)
