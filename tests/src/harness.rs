@@ -757,6 +757,11 @@ impl ConfigFile {
     pub fn check(&self) -> CheckOutput {
         sluice_check(&self.path)
     }
+
+    /// `sluice check --config` on this file with `env` set (`Some`) or removed (`None`).
+    pub fn check_with_env(&self, env: &[(&str, Option<&str>)]) -> CheckOutput {
+        sluice_check_with_env(&self.path, env)
+    }
 }
 
 /// The result of `sluice check`.
@@ -769,7 +774,19 @@ pub struct CheckOutput {
 
 /// Run `sluice check --config PATH` (deadline [`DEADLINE`]).
 pub fn sluice_check(path: &Path) -> CheckOutput {
-    let mut child = Command::new(sluice_bin())
+    sluice_check_with_env(path, &[])
+}
+
+/// [`sluice_check`] with variables set (`Some`) or removed (`None`) in its environment.
+pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> CheckOutput {
+    let mut command = Command::new(sluice_bin());
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .arg("check")
         .arg("--config")
         .arg(path)

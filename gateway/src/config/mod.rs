@@ -7,6 +7,8 @@
 //! - `settings`: an app's settings as either front end gives them, and the one mapping from
 //!   them to an [`AppConfig`]. Every default is written there, and only there.
 //! - `file`: the YAML front end: reading a file, its checks, and errors that point into it.
+//! - `interpolate`: the environment's `${VAR}` and `${VAR:-default}` in a file's values, and
+//!   places in the file as written.
 //! - `cli`: the command line (`sluice serve`, `run`, `check`); `serve`'s flags become the same
 //!   settings a YAML app does.
 //! - `binds`: how a bind is written (`8000`, `HOST:PORT`, `unix:PATH`, a YAML mapping with TLS
@@ -26,6 +28,7 @@ mod binds;
 mod cli;
 mod describe;
 mod file;
+mod interpolate;
 mod settings;
 mod values;
 
