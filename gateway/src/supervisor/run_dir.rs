@@ -31,7 +31,7 @@ impl RunDir {
     }
 
     /// Where the workers' sockets go.
-    pub(super) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
