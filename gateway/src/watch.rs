@@ -18,7 +18,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
@@ -352,9 +352,17 @@ impl Watcher {
         if !is_change(&event.kind) {
             return false;
         }
+        // A directory made or moved in (not one whose attributes changed).
+        let appeared = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+        );
         let mut counted = false;
         for path in &event.paths {
-            if path.is_dir() && self.rules.trees().any(|root| self.rules.under(root, path)) {
+            if appeared
+                && path.is_dir()
+                && self.rules.trees().any(|root| self.rules.under(root, path))
+            {
                 counted |= self.watch_new_directory(path, batch);
             } else if self.rules.counts(path) {
                 batch.insert(path.clone());
@@ -453,7 +461,7 @@ mod tests {
 
     #[test]
     fn opening_a_file_is_no_change() {
-        use notify::event::{CreateKind, ModifyKind};
+        use notify::event::CreateKind;
         assert!(!is_change(&EventKind::Access(AccessKind::Open(
             AccessMode::Any
         ))));
