@@ -234,3 +234,29 @@ fn without_reload_nothing_watches_and_an_edit_changes_nothing() {
     assert_eq!(count(&sluice, "reload:"), 0, "{}", sluice.log_text());
     assert_eq!(sluice.worker_pids(), vec![pid]);
 }
+
+#[test]
+fn a_directory_made_after_the_start_is_watched_too() {
+    let app = AppDir::new("v1");
+    let sluice = app.serve().arg("--reload").start();
+    wait_watching(&sluice);
+    let package = app.path().join("pkg");
+    let module = package.join("__init__.py");
+
+    // Made after the watch began: its file counts, whether its event came before the new
+    // directory was watched or after.
+    let mark = sluice.log_len();
+    std::fs::create_dir(&package).expect("mkdir pkg");
+    std::fs::write(&module, "X = 1\n").expect("write pkg/__init__.py");
+    let changed = wait_changed(&sluice, mark);
+    assert!(changed.contains("pkg/__init__.py"), "{changed}");
+    sluice.wait_log_after(mark, "the reload", START_DEADLINE, |l| {
+        l.contains("reload: done")
+    });
+
+    // And it is watched from then on.
+    let mark = sluice.log_len();
+    std::fs::write(&module, "X = 2\n").expect("rewrite pkg/__init__.py");
+    let changed = wait_changed(&sluice, mark);
+    assert!(changed.contains("pkg/__init__.py"), "{changed}");
+}
