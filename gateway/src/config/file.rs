@@ -24,6 +24,8 @@ struct FileConfig {
     admin: Option<Spanned<BindSpec>>,
     max_connections: Option<usize>,
     gateway_threads: Option<Spanned<usize>>,
+    reload: Option<bool>,
+    reload_paths: Option<Vec<String>>,
     apps: Spanned<IndexMap<String, Spanned<AppSettings>>>,
 }
 
@@ -147,6 +149,10 @@ impl Config {
             admin,
             max_connections: file.max_connections,
             gateway_threads: file.gateway_threads.map(|threads| threads.value),
+            reload: file.reload,
+            reload_paths: (file.reload_paths.iter().flatten())
+                .map(|path| resolve_path(&base, path))
+                .collect(),
         };
         Ok(settings.into_config(Some(path.to_owned()), apps))
     }
@@ -450,6 +456,35 @@ mod tests {
         let err = parse(&format!("{apps}gateway_threads: 0\n")).unwrap_err();
         assert_eq!((err.line, err.column), (5, 18), "{err}");
         assert!(err.message.contains("`gateway_threads` must be at least 1"));
+    }
+
+    #[test]
+    fn reload_is_off_unless_set_and_its_paths_resolve_against_the_file() {
+        let apps = "apps:\n  a:\n    app: x:y\n    chdir: /srv/a\n    bind: [1]\n";
+        let config = parse(apps).unwrap();
+        assert!(!config.reload);
+        assert!(config.describe().contains("reload: off\n"));
+        let config = parse(&format!(
+            "reload: true\nreload_paths: [templates, /etc/extra.conf]\n{apps}"
+        ))
+        .unwrap();
+        assert!(config.reload);
+        assert_eq!(
+            config.reload_paths,
+            [
+                PathBuf::from("/etc/sluice/templates"),
+                PathBuf::from("/etc/extra.conf")
+            ]
+        );
+        assert!(
+            config.describe().contains(
+                "reload: on, watching /srv/a/**/*.py, /etc/sluice/templates, /etc/extra.conf, /etc/sluice/sluice.yaml\n"
+            ),
+            "{}",
+            config.describe()
+        );
+        let err = parse(&format!("reload: sometimes\n{apps}")).unwrap_err();
+        assert_eq!(err.line, 1, "{err}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod interpolate;
 mod settings;
 mod values;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{Cli, Command, ReloadArgs, ServeArgs};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -45,6 +45,23 @@ pub struct Config {
     pub max_connections: usize,
     /// Threads of the gateway's async runtime (HTTP, static files, forwarding).
     pub gateway_threads: usize,
+    /// `reload`: watch the apps' Python files (and the YAML file) and reload on a change, as
+    /// SIGHUP does; for development. Off unless set.
+    pub reload: bool,
+    /// `reload_paths`: more files and directories `reload` watches (any file type), resolved.
+    pub reload_paths: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Where each app's code is: its `chdir`, or the current directory (the workers start in
+    /// it), absolute. What `reload` watches for `*.py` files.
+    pub fn code_dirs(&self) -> Vec<PathBuf> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        (self.apps.iter())
+            .map(|app| app.chdir.clone().unwrap_or_else(|| cwd.clone()))
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

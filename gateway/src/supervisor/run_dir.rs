@@ -37,7 +37,7 @@ impl RunDir {
     }
 
     /// Where the workers' sockets go.
-    pub(super) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
