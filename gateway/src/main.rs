@@ -55,6 +55,13 @@ fn check(path: &Path) -> ExitCode {
 fn run(config: Config) -> ExitCode {
     // Before any thread starts: it clears the variables systemd set.
     let inherited = sluice_gateway::Inherited::from_env();
+    if config.reload {
+        // Python trusts a .pyc whose source has the size and the whole-second mtime it recorded,
+        // so a file rewritten at the same size within the second it was imported would be served
+        // stale after the reload. With `reload` the workers write none (before any thread
+        // starts: they inherit it).
+        std::env::set_var("PYTHONDONTWRITEBYTECODE", "1");
+    }
     batch_scheduling();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.gateway_threads)

@@ -89,8 +89,10 @@ class Plan:
         reload_paths = []
         if top.get("reload"):
             self.config["reload"] = True
+            # The apps' directory (the current one) is watched for *.py files; a script kept
+            # elsewhere is watched as the one file (its whole directory would count any file).
             if self.script and os.path.dirname(self.script) != os.getcwd():
-                reload_paths.append(os.path.dirname(self.script))
+                reload_paths.append(self.script)
         for server in servers:
             for key in SLUICE_GLOBAL_KEYS:
                 if key in server.sluice_keys:

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use sluice_tests::{apps_dir, get, send, sha256_hex, test_bytes, Request, Sluice};
+use sluice_tests::{
+    apps_dir, get, send, sha256_hex, test_bytes, wait_for, Load, Request, Sluice, DEADLINE,
+    START_DEADLINE,
+};
 
 /// The fresh venv the wheel is installed into, made once per run of this file.
 fn venv() -> &'static Path {
@@ -349,4 +352,116 @@ fn the_wheel_carries_the_sluice_command_with_its_worker_module_inside() {
     // `python -m sluice` is the same command.
     let output = script_output(&["-m", "sluice", "--version"]);
     assert!(output.status.success(), "{output:?}");
+}
+
+/// A pulsar-style script answering its VERSION, as written into a temp dir.
+fn versioned_script(version: &str, extra: &str) -> String {
+    format!(
+        "from sluice.apps import wsgi\n\
+         VERSION = {version:?}\n\
+         def app(environ, start_response):\n    \
+             body = VERSION.encode()\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n    \
+             return [body]\n\
+         {extra}\n\
+         if __name__ == '__main__':\n    \
+             wsgi.WSGIServer(app).start()\n"
+    )
+}
+
+#[test]
+fn reload_switches_to_edited_code_under_load_and_a_broken_edit_keeps_the_old() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("site.py");
+    // Written as editors save: a temp file renamed over the script.
+    let write = |version: &str, extra: &str| {
+        let temp = dir.path().join(".site.py.tmp");
+        std::fs::write(&temp, versioned_script(version, extra)).expect("write");
+        std::fs::rename(&temp, &path).expect("rename");
+    };
+    write("one", "");
+    let args: Vec<&OsStr> = [
+        "site.py",
+        "--reload",
+        "--thread-workers",
+        "2",
+        "-b",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    let sluice = Sluice::command(python(), &args, dir.path(), "pulsar-reload").start();
+    sluice.wait_log("reload: watching", DEADLINE);
+    let addr = sluice.addr();
+    let load = Load::start(3, addr, "/");
+    load.wait_all_served(3, DEADLINE);
+
+    write("two", "");
+    wait_for(DEADLINE, "the edited code answering", || {
+        (get(addr, "/").text() == "two").then_some(())
+    });
+    sluice.wait_log("reload: done", DEADLINE);
+
+    let mark = sluice.log_len();
+    write("three", "def broken(:\n");
+    sluice.wait_log_after(mark, "the failed reload", START_DEADLINE, |l| {
+        l.contains("reload: the app failed to start")
+    });
+    load.wait_progress(20, DEADLINE);
+    assert_eq!(get(addr, "/").text(), "two", "the old code answers");
+
+    let tally = load.stop();
+    tally.assert_no_failures("edits under --reload through the Python API");
+    let versions = tally.versions();
+    assert!(
+        versions.contains_key("one") && versions.contains_key("two"),
+        "{versions:?}"
+    );
+}
+
+/// The oldest CPython the wheel is for: pyenv's 3.9 (every machine here has one).
+fn python39() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME");
+    let versions = Path::new(&home).join(".pyenv/versions");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("3.9."))
+                .map(|e| e.path().join("bin/python3"))
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no CPython 3.9 under {}", versions.display()))
+}
+
+#[test]
+fn the_wheel_serves_from_a_cpython_3_9_venv() {
+    let wheel = std::env::var_os("SLUICE_WHEEL").expect("SLUICE_WHEEL");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheel-venv-3.9");
+    let _ = std::fs::remove_dir_all(&venv);
+    run_ok(Command::new(python39()).args(["-m", "venv"]).arg(&venv));
+    let python = venv.join("bin/python");
+    run_ok(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--no-index", "--no-deps"])
+            .args(["--disable-pip-version-check"])
+            .arg(&wheel),
+    );
+    let args: Vec<&OsStr> = ["hello.py", "-b", "127.0.0.1:0"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    let sluice = Sluice::command(&python, &args, scripts(), "pulsar-3.9").start();
+    let answer = fields(&get(sluice.addr(), "/").text());
+    let exe = std::fs::read_link(format!("/proc/{}/exe", answer["pid"])).expect("worker exe");
+    assert!(
+        exe.to_string_lossy().contains("3.9"),
+        "the worker runs {exe:?}, not CPython 3.9"
+    );
 }

@@ -66,9 +66,9 @@ impl AppDir {
             .chdir(self.path())
             .python(stdlib_python())
             .threads(2)
-            // Rewritten within the second it was imported, maybe at the same size: a cached
-            // .pyc would pass for fresh.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
+            // No PYTHONDONTWRITEBYTECODE here: the file is rewritten within the second it was
+            // imported, at the same size, and sluice itself must keep a .pyc from passing for
+            // fresh under `reload`.
             .label("reload")
     }
 }
@@ -173,6 +173,11 @@ fn an_edit_under_load_switches_to_the_new_code_and_a_broken_one_keeps_the_old() 
     }
     // One edit, one reload: the events of one write are debounced together.
     assert_eq!(count(&sluice, "reload: done"), 2, "{}", sluice.log_text());
+    // Under `reload` the workers write no .pyc (one could pass for a fresh edit of its size).
+    assert!(
+        !app.path().join("__pycache__").exists(),
+        "a worker under --reload wrote a .pyc"
+    );
 }
 
 #[test]
@@ -186,10 +191,7 @@ fn an_edited_yaml_file_takes_effect_under_run_reload() {
         )
     };
     std::fs::write(&config, yaml(1)).expect("write the config");
-    let sluice = Sluice::run_config_file(&config)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .label("reload-run")
-        .start();
+    let sluice = Sluice::run_config_file(&config).label("reload-run").start();
     wait_watching(&sluice);
     let first = sluice.wait_worker_count(1, DEADLINE);
     let load = Load::start(CLIENTS, sluice.addr(), "/");
