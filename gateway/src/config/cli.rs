@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use indexmap::IndexMap;
 
 use super::binds::{parse_bind, parse_bind_addr};
+use super::origin::command_line_origins;
 use super::settings::{
     default_forwarded_allow_ips, AppSettings, GatewaySettings, Resolved, DEFAULT_ACCESS_LOG,
     DEFAULT_COMPRESS_MIN_SIZE, DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_H2_MAX_CONCURRENT_STREAMS,
@@ -23,7 +25,7 @@ use super::values::{
     allow_ips_text, duration_text, parse_allow_ips, parse_duration, parse_size, parse_static,
     parse_unix_mode, resolve_path, size_text, unix_mode_text,
 };
-use super::{AccessLog, BindConfig, Config, HttpVersions, TlsFiles};
+use super::{AccessLog, BindConfig, Config, HttpVersions, Origin, Origins, TlsFiles};
 
 #[derive(Parser)]
 #[command(
@@ -56,8 +58,17 @@ impl Cli {
     /// Parses the process's command line, with every `serve` option also read from the
     /// environment (see [`Cli::command_with_env`]); a bad value is clap's usage error, exit 2.
     pub fn parse_with_env() -> Cli {
-        let matches = Cli::command_with_env().get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+        let command = Cli::command_with_env();
+        let matches = command.clone().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let (Command::Serve(serve), Some(serve_command), Some(serve_matches)) = (
+            &mut cli.command,
+            command.find_subcommand("serve"),
+            matches.subcommand_matches("serve"),
+        ) {
+            serve.origins = command_line_origins(serve_command, serve_matches);
+        }
+        cli
     }
 
     /// The command line where every `serve` option can also be set as `SLUICE_<NAME>` (its long
@@ -71,7 +82,8 @@ impl Cli {
         Cli::command().mut_subcommand("serve", |serve| {
             serve.mut_args(|arg| {
                 let id = arg.get_id().as_str().to_owned();
-                if arg.is_positional() || matches!(id.as_str(), "help" | "version") {
+                if arg.is_positional() || matches!(id.as_str(), "help" | "version" | "check_config")
+                {
                     arg
                 } else if id == "workers" && web_concurrency {
                     arg.env("WEB_CONCURRENCY")
@@ -236,12 +248,19 @@ pub struct ServeArgs {
     /// Threads of the gateway's async runtime [default: half the CPUs, at least 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     gateway_threads: Option<usize>,
+    /// Check the configuration, print every setting with where it came from, and exit
+    /// (gunicorn's flag); nothing is started.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Where each option's value came from, filled from clap's matches.
+    #[arg(skip)]
+    origins: IndexMap<String, Origin>,
 }
 
 impl ServeArgs {
     /// The configuration these flags give: one app, mapped as a YAML app is, with paths
     /// resolved against the current directory.
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(mut self) -> Result<Config, String> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let resolved = self.resolve(&cwd)?;
         let gateway = GatewaySettings {
@@ -249,8 +268,19 @@ impl ServeArgs {
             max_connections: Some(self.max_connections),
             gateway_threads: self.gateway_threads,
         };
+        let mut origins = Origins {
+            gateway: IndexMap::new(),
+            apps: vec![std::mem::take(&mut self.origins)],
+        };
+        for key in ["admin", "max_connections", "gateway_threads"] {
+            if let Some(origin) = origins.apps[0].shift_remove(key) {
+                origins.gateway.insert(key.to_owned(), origin);
+            }
+        }
         let app = self.into_settings().into_app(resolved, &cwd);
-        Ok(gateway.into_config(None, vec![app]))
+        let mut config = gateway.into_config(None, vec![app]);
+        config.origins = origins;
+        Ok(config)
     }
 
     /// What the command line writes in its own form: the app's name (the module's by default),

@@ -11,6 +11,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::binds::{binds_clash, BindSpec};
 use super::interpolate::{self, find_reference, Rewritten};
+use super::origin::file_origins;
 use super::settings::{
     AppSettings, GatewaySettings, Resolved, DEFAULT_UNIX_MODE, MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
@@ -114,8 +115,8 @@ impl Config {
             text,
             rewritten: &rewritten,
         };
-        let options = interpolate::parse_options(env);
-        let file: FileConfig = serde_saphyr::from_str_with_options(&rewritten.text, options)
+        let options = || interpolate::parse_options(env.clone());
+        let file: FileConfig = serde_saphyr::from_str_with_options(&rewritten.text, options())
             .map_err(|err| source.syntax_error(&err))?;
         let base = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -148,7 +149,9 @@ impl Config {
             max_connections: file.max_connections,
             gateway_threads: file.gateway_threads.map(|threads| threads.value),
         };
-        Ok(settings.into_config(Some(path.to_owned()), apps))
+        let mut config = settings.into_config(Some(path.to_owned()), apps);
+        config.origins = file_origins(&rewritten, options, &env);
+        Ok(config)
     }
 }
 
@@ -363,7 +366,7 @@ mod tests {
         default_gateway_threads, DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_MAX_BODY_BYTES,
         DEFAULT_TIMEOUT,
     };
-    use super::super::{AccessLog, TlsFiles};
+    use super::super::{AccessLog, Origin, TlsFiles};
     use super::*;
 
     fn plain(addr: &str) -> BindConfig {
@@ -672,6 +675,30 @@ mod tests {
         assert_eq!((err.line, err.column), (4, 21), "{err}");
         assert!(err.message.contains("ADDR"), "{err}");
         assert!(parse_env(text, &[("HOST", "127.0.0.1:1")]).is_ok());
+    }
+
+    #[test]
+    fn each_value_knows_where_it_came_from() {
+        let text = "python: python3\napps:\n  a:\n    app: x:y\n    bind: [\"127.0.0.1:${PORT:-1}\"]\n    thread_workers: ${T}\n    workers: 2 # $$5\n  b:\n    app: x:z\n    python: py\n    bind: [2]\ngateway_threads: 1\n";
+        let config = parse_env(text, &[("T", "3")]).unwrap();
+        let origins = &config.origins;
+        let file = |line, env: &[(&str, bool)]| Origin::File {
+            line,
+            env: env.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        };
+        assert_eq!(origins.app(0, "bind"), &file(5, &[("PORT", false)]));
+        assert_eq!(origins.app(0, "threads"), &file(6, &[("T", true)]));
+        assert_eq!(origins.app(0, "workers"), &file(7, &[]));
+        assert_eq!(origins.app(0, "python"), &file(1, &[]));
+        assert_eq!(origins.app(0, "timeout"), &Origin::Default);
+        assert_eq!(origins.app(1, "python"), &file(10, &[]));
+        assert_eq!(origins.gateway("gateway_threads"), &file(12, &[]));
+        assert_eq!(origins.gateway("admin"), &Origin::Default);
+        let described = config.describe();
+        assert!(
+            described.contains("/etc/sluice/sluice.yaml:6 ${T} from the environment"),
+            "{described}"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   files) and which binds clash.
 //! - `values`: how the other values are written, as text and as YAML scalars: durations, sizes,
 //!   octal modes, address lists, static mappings, HTTP versions; paths against a base directory.
-//! - `describe`: the route table as `sluice check` prints it.
+//! - `origin`: where each value came from (default, file line, environment, flag).
+//! - `describe`: the route table as `sluice check` prints it, each value with its origin.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,10 +30,12 @@ mod cli;
 mod describe;
 mod file;
 mod interpolate;
+mod origin;
 mod settings;
 mod values;
 
 pub use cli::{Cli, Command, ServeArgs};
+pub use origin::{Origin, Origins};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -45,6 +48,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Threads of the gateway's async runtime (HTTP, static files, forwarding).
     pub gateway_threads: usize,
+    /// Where each value came from, for `sluice check`.
+    pub origins: Origins,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::binds::BindSpec;
 use super::values::{self, resolve_path, resolve_python, AllowIps};
-use super::{AccessLog, AppConfig, BindConfig, Config, EdgeConfig, HttpVersions};
+use super::{AccessLog, AppConfig, BindConfig, Config, EdgeConfig, HttpVersions, Origins};
 
 pub const DEFAULT_WORKERS: usize = 1;
 pub const DEFAULT_THREADS: usize = 1;
@@ -208,6 +208,7 @@ impl GatewaySettings {
             admin: self.admin,
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             gateway_threads: self.gateway_threads.unwrap_or_else(default_gateway_threads),
+            origins: Origins::default(),
         }
     }
 }
