@@ -14,12 +14,13 @@ use super::binds::{parse_bind, parse_bind_addr};
 use super::origin::command_line_origins;
 use super::settings::{
     default_forwarded_allow_ips, AppSettings, GatewaySettings, Resolved, DEFAULT_ACCESS_LOG,
-    DEFAULT_COMPRESS_MIN_SIZE, DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_H2_MAX_CONCURRENT_STREAMS,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP, DEFAULT_KEEPALIVE, DEFAULT_LIMIT_REQUEST_FIELDS,
-    DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS_JITTER, DEFAULT_MIN_BODY_RATE, DEFAULT_PYTHON,
-    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_BUFFER_BYTES, DEFAULT_SERVE_BIND, DEFAULT_THREADS,
-    DEFAULT_TIMEOUT, DEFAULT_UNIX_MODE, DEFAULT_WORKERS, MAX_LIMIT_REQUEST_FIELD_SIZE,
+    DEFAULT_BACKLOG, DEFAULT_COMPRESS_MIN_SIZE, DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP, DEFAULT_KEEPALIVE,
+    DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS_JITTER,
+    DEFAULT_MIN_BODY_RATE, DEFAULT_PYTHON, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_BUFFER_BYTES,
+    DEFAULT_SERVE_BIND, DEFAULT_THREADS, DEFAULT_TIMEOUT, DEFAULT_UNIX_MODE, DEFAULT_WORKERS,
+    MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
 use super::values::{
     allow_ips_text, duration_text, parse_allow_ips, parse_duration, parse_size, parse_static,
@@ -137,6 +138,10 @@ pub struct ServeArgs {
     /// believed from --forwarded-allow-ips (behind AWS NLB or HAProxy in TCP mode).
     #[arg(long)]
     proxy_protocol: bool,
+    /// The listen backlog of every --bind: connections the kernel queues before they are
+    /// accepted (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
     /// Permission bits of unix: bind sockets, in octal.
     #[arg(long, default_value = SHOWN.unix_mode.as_str(), value_parser = parse_unix_mode)]
     unix_mode: u32,
@@ -318,6 +323,7 @@ impl ServeArgs {
                     addr,
                     tls: tls.clone(),
                     unix_mode: self.unix_mode,
+                    backlog: self.backlog,
                     proxy_protocol: self.proxy_protocol,
                 })
             })

@@ -99,6 +99,10 @@ impl AppConfig {
         vec![
             ("bind", binds.join(", ")),
             ("unix_mode", unix_mode),
+            (
+                "backlog",
+                self.binds.first().map_or(0, |b| b.backlog).to_string(),
+            ),
             ("workers", self.workers.to_string()),
             ("threads", self.threads.to_string()),
             ("python", self.python.display().to_string()),

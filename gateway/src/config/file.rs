@@ -13,7 +13,8 @@ use super::binds::{binds_clash, BindSpec};
 use super::interpolate::{self, find_reference, Rewritten};
 use super::origin::file_origins;
 use super::settings::{
-    AppSettings, GatewaySettings, Resolved, DEFAULT_UNIX_MODE, MAX_LIMIT_REQUEST_FIELD_SIZE,
+    AppSettings, GatewaySettings, Resolved, DEFAULT_BACKLOG, DEFAULT_UNIX_MODE,
+    MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
 use super::values::{normalize_static_prefix, resolve_path};
 use super::{AppConfig, BindAddr, BindConfig, Config, ConfigError};
@@ -219,12 +220,17 @@ fn file_binds(
         return Err(source.error_at(&bind.referenced, message));
     }
     let unix_mode = settings.unix_mode.unwrap_or(DEFAULT_UNIX_MODE);
+    if settings.backlog == Some(0) {
+        let message = format!("app {name}: `backlog` must be at least 1");
+        return Err(source.error_at(&bind.referenced, message));
+    }
+    let backlog = settings.backlog.unwrap_or(DEFAULT_BACKLOG);
     let mut binds = Vec::new();
     for spec in &bind.value {
         let at = &spec.referenced;
         let bind = spec
             .value
-            .bind(base, unix_mode)
+            .bind(base, unix_mode, backlog)
             .map_err(|e| source.error_at(at, format!("app {name}: {e}")))?;
         let addr = bind.addr.clone();
         if let Some((other, line)) = taken_by(taken, &addr) {
@@ -374,6 +380,7 @@ mod tests {
             addr: BindAddr::Tcp(addr.parse().unwrap()),
             tls: None,
             unix_mode: DEFAULT_UNIX_MODE,
+            backlog: DEFAULT_BACKLOG,
             proxy_protocol: false,
         }
     }
@@ -600,6 +607,16 @@ mod tests {
         );
         assert_eq!(binds[0].addr.to_string(), "unix:/etc/sluice/run/a.sock");
         assert_eq!(binds[1].unix_mode, 0o600);
+        assert_eq!(binds[1].backlog, DEFAULT_BACKLOG);
+        let config =
+            parse("apps:\n  a:\n    app: x:y\n    backlog: 64\n    bind: [1, \"unix:/s\"]\n")
+                .unwrap();
+        assert!(config.apps[0].binds.iter().all(|b| b.backlog == 64));
+        let err = parse("apps:\n  a:\n    app: x:y\n    backlog: 0\n    bind: [1]\n").unwrap_err();
+        assert!(
+            err.message.contains("`backlog` must be at least 1"),
+            "{err}"
+        );
         let err = parse("apps:\n  a:\n    app: x:y\n    bind: [\"unix:/s\"]\n  b:\n    app: x:z\n    bind: [\"unix:/s\"]\n")
             .unwrap_err();
         assert!(err.message.contains("already taken by app a"), "{err}");

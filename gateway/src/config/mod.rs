@@ -104,6 +104,9 @@ pub struct BindConfig {
     pub tls: Option<TlsFiles>,
     /// The permission bits of a Unix socket's file.
     pub unix_mode: u32,
+    /// The listen backlog: connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
     /// Connections start with a PROXY protocol header (v1 or v2), believed from
     /// `forwarded_allow_ips`.
     pub proxy_protocol: bool,
