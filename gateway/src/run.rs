@@ -174,9 +174,18 @@ struct Gateway {
 pub async fn run(config: Config, inherited: Inherited) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let rundir = Arc::new(RunDir::prepare()?);
+    let pidfile = config.pidfile.clone();
     let mut gateway = tokio::select! {
         gateway = Gateway::start(config, rundir, inherited) => gateway?,
         _ = wait_for_stop(&mut signals) => anyhow::bail!("stopped by a signal during start-up"),
+    };
+    // Written once the binds listen; removed when this function returns, however it does.
+    let _pidfile = match pidfile.map(PidFile::write).transpose() {
+        Ok(pidfile) => pidfile,
+        Err(err) => {
+            gateway.stop(Stop::Immediate).await;
+            return Err(err);
+        }
     };
     loop {
         match signals.next().await {
@@ -204,6 +213,23 @@ fn reload_tls(app: &AppConfig, bind: &BindConfig, setting: &TlsSetting) {
                 "reload: {err}; the bind keeps the certificate it had"
             ),
         },
+    }
+}
+
+/// The gateway's pid in a file (`pidfile`, gunicorn's `--pid`), removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Component, Path};
 
 use std::ffi::OsStr;
 
-use sluice_tests::{apps_dir, get, sluice_once, CheckOutput, ConfigFile, Sluice};
+use sluice_tests::{apps_dir, get, sluice_once, CheckOutput, ConfigFile, Sluice, DEADLINE};
 
 /// The YAML-quoted form of a path.
 fn yaml_str(path: &Path) -> String {
@@ -465,4 +465,47 @@ max_connections: 500
     );
     assert_eq!(origin_of(&block, "workers"), "environment SLUICE_WORKERS");
     assert_eq!(origin_of(&block, "threads"), "default");
+}
+
+#[test]
+fn pid_file_is_written_once_listening_and_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sluice.pid");
+    let mut sluice = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .arg("--pid")
+        .arg(&pidfile)
+        .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    let written = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(written.trim(), sluice.pid().to_string());
+    sluice.signal(libc::SIGTERM);
+    assert!(sluice.wait_exit(DEADLINE).success());
+    assert!(!pidfile.exists(), "removed at exit");
+
+    // YAML, top level, relative to the file; an unwritable path stops start-up, named.
+    let yaml = format!(
+        "pidfile: sluice.pid\napps:\n  alpha:\n    app: named:alpha\n    chdir: {}\n    bind: [\"127.0.0.1:0\"]\n",
+        yaml_str(&apps_dir())
+    );
+    let sluice = Sluice::run_config(&yaml).start();
+    let path = sluice.config_path().unwrap().with_file_name("sluice.pid");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        sluice.pid().to_string()
+    );
+    drop(sluice);
+    let failure = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .arg("--pid")
+        .arg("/nonexistent-sluice-dir/sluice.pid")
+        .start_expect_failure(DEADLINE);
+    assert_eq!(failure.status.code(), Some(1), "{}", failure.output);
+    assert!(
+        failure
+            .output
+            .contains("cannot write the pid file /nonexistent-sluice-dir/sluice.pid"),
+        "{}",
+        failure.output
+    );
 }

@@ -253,6 +253,9 @@ pub struct ServeArgs {
     /// Threads of the gateway's async runtime [default: half the CPUs, at least 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     gateway_threads: Option<usize>,
+    /// Write the gateway's pid to this file once it listens; removed when it exits.
+    #[arg(short, long = "pid", value_name = "FILE")]
+    pid: Option<PathBuf>,
     /// Check the configuration, print every setting with where it came from, and exit
     /// (gunicorn's flag); nothing is started.
     #[arg(long)]
@@ -272,13 +275,19 @@ impl ServeArgs {
             admin: self.admin,
             max_connections: Some(self.max_connections),
             gateway_threads: self.gateway_threads,
+            pidfile: self.pid.as_ref().map(|pid| resolve_path(&cwd, pid)),
         };
         let mut origins = Origins {
             gateway: IndexMap::new(),
             apps: vec![std::mem::take(&mut self.origins)],
         };
-        for key in ["admin", "max_connections", "gateway_threads"] {
-            if let Some(origin) = origins.apps[0].shift_remove(key) {
+        for (id, key) in [
+            ("admin", "admin"),
+            ("max_connections", "max_connections"),
+            ("gateway_threads", "gateway_threads"),
+            ("pid", "pidfile"),
+        ] {
+            if let Some(origin) = origins.apps[0].shift_remove(id) {
                 origins.gateway.insert(key.to_owned(), origin);
             }
         }

@@ -33,6 +33,12 @@ impl Config {
             ("admin", admin),
             ("max_connections", self.max_connections.to_string()),
             ("gateway_threads", self.gateway_threads.to_string()),
+            (
+                "pidfile",
+                self.pidfile
+                    .as_deref()
+                    .map_or_else(|| "off".into(), |p| p.display().to_string()),
+            ),
         ];
         out.push_str("gateway:\n");
         let shown = |key: &str| Shown {

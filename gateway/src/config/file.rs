@@ -26,6 +26,7 @@ struct FileConfig {
     admin: Option<Spanned<BindSpec>>,
     max_connections: Option<usize>,
     gateway_threads: Option<Spanned<usize>>,
+    pidfile: Option<String>,
     apps: Spanned<IndexMap<String, Spanned<AppSettings>>>,
 }
 
@@ -149,6 +150,7 @@ impl Config {
             admin,
             max_connections: file.max_connections,
             gateway_threads: file.gateway_threads.map(|threads| threads.value),
+            pidfile: file.pidfile.map(|pidfile| resolve_path(&base, pidfile)),
         };
         let mut config = settings.into_config(Some(path.to_owned()), apps);
         config.origins = file_origins(&rewritten, options, &env);
@@ -451,6 +453,12 @@ mod tests {
     #[test]
     fn gateway_threads_parse_default_and_refuse_zero() {
         let apps = "apps:\n  a:\n    app: x:y\n    bind: [1]\n";
+        let config = parse(&format!("pidfile: run/sluice.pid\n{apps}")).unwrap();
+        assert_eq!(
+            config.pidfile.as_deref(),
+            Some(Path::new("/etc/sluice/run/sluice.pid"))
+        );
+        assert_eq!(parse(apps).unwrap().pidfile, None);
         let config = parse(&format!("gateway_threads: 3\n{apps}")).unwrap();
         assert_eq!(config.gateway_threads, 3);
         assert!(config.describe().contains("gateway_threads: 3"));

@@ -48,6 +48,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Threads of the gateway's async runtime (HTTP, static files, forwarding).
     pub gateway_threads: usize,
+    /// The file the gateway writes its pid to once it listens, and removes when it exits.
+    pub pidfile: Option<PathBuf>,
     /// Where each value came from, for `sluice check`.
     pub origins: Origins,
 }

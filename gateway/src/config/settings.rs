@@ -200,6 +200,8 @@ pub(super) struct GatewaySettings {
     pub(super) admin: Option<SocketAddr>,
     pub(super) max_connections: Option<usize>,
     pub(super) gateway_threads: Option<usize>,
+    /// Resolved by the front end (against the file's directory or the current one).
+    pub(super) pidfile: Option<PathBuf>,
 }
 
 impl GatewaySettings {
@@ -211,6 +213,7 @@ impl GatewaySettings {
             admin: self.admin,
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             gateway_threads: self.gateway_threads.unwrap_or_else(default_gateway_threads),
+            pidfile: self.pidfile,
             origins: Origins::default(),
         }
     }
