@@ -1,7 +1,6 @@
 //! The `sluice` command: parse the command line, set up logging, load the configuration, run.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 
 use sluice_gateway::config::{Cli, Command};
@@ -11,11 +10,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse_with_env();
     set_up_logging();
     let loaded = match cli.command {
+        Command::Serve(args) if args.check_config => {
+            return check(args.into_config(), "the command line");
+        }
         Command::Serve(args) => args.into_config(),
         Command::Run { config, reload } => Config::load(&config)
             .map(|config| reload.apply(config))
             .map_err(|err| err.to_string()),
-        Command::Check { config } => return check(&config),
+        Command::Check { config } => {
+            let loaded = Config::load(&config).map_err(|err| err.to_string());
+            return check(loaded, &config.display().to_string());
+        }
     };
     match loaded {
         Ok(config) => run(config),
@@ -34,17 +39,17 @@ fn set_up_logging() {
         .init();
 }
 
-/// `sluice check`: the file loads and its TLS files are usable; then its route table.
-fn check(path: &Path) -> ExitCode {
-    let loaded = Config::load(path).map_err(|err| err.to_string());
+/// `sluice check` and `sluice serve --check-config`: the configuration (from `source`) loads
+/// and its TLS files are usable; then its route table.
+fn check(loaded: Result<Config, String>, source: &str) -> ExitCode {
     let checked = loaded.and_then(|config| {
         sluice_gateway::check_tls(&config)
             .map(|()| config)
-            .map_err(|err| format!("{}: {err}", path.display()))
+            .map_err(|err| format!("{source}: {err}"))
     });
     match checked {
         Ok(config) => {
-            println!("{} is valid\n", path.display());
+            println!("{source} is valid\n");
             print!("{}", config.describe());
             ExitCode::SUCCESS
         }

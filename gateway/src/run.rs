@@ -176,9 +176,18 @@ struct Gateway {
 pub async fn run(config: Config, inherited: Inherited) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let rundir = Arc::new(RunDir::prepare()?);
+    let pidfile = config.pidfile.clone();
     let mut gateway = tokio::select! {
         gateway = Gateway::start(config, rundir, inherited) => gateway?,
         _ = wait_for_stop(&mut signals) => anyhow::bail!("stopped by a signal during start-up"),
+    };
+    // Written once the binds listen; removed when this function returns, however it does.
+    let _pidfile = match pidfile.map(PidFile::write).transpose() {
+        Ok(pidfile) => pidfile,
+        Err(err) => {
+            gateway.stop(Stop::Immediate).await;
+            return Err(err);
+        }
     };
     // No watcher at all unless `reload` is on. What it watches is decided here, at the start.
     let watch = match gateway.config.reload {
@@ -226,6 +235,23 @@ async fn changed_files(watch: Option<&Watch>) -> Vec<PathBuf> {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The gateway's pid in a file (`pidfile`, gunicorn's `--pid`), removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -310,8 +336,8 @@ fn open_listener(
         });
     }
     let socket = match &bind.addr {
-        BindAddr::Tcp(addr) => listen(*addr).map(Socket::Tcp),
-        BindAddr::Unix(path) => listen_unix(path, bind.unix_mode)
+        BindAddr::Tcp(addr) => listen(*addr, bind.backlog).map(Socket::Tcp),
+        BindAddr::Unix(path) => listen_unix(path, bind.unix_mode, bind.backlog)
             .map(|socket| Socket::Unix(socket, Some(UnixFile(path.clone())))),
     }
     .with_context(|| format!("app {app}: cannot listen on {}", bind.addr))?;
@@ -325,7 +351,7 @@ fn open_listener(
 /// Listens on a Unix socket at `path` with the file mode `mode`. A socket file left by a run
 /// that crashed (nobody accepts on it) is replaced; one a running server answers on, or a file
 /// that is no socket, is an error.
-fn listen_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+fn listen_unix(path: &Path, mode: u32, backlog: u32) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -347,18 +373,29 @@ fn listen_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
         Err(err) => return Err(err),
     }
     let socket = UnixListener::bind(path)?;
+    // bind() listened with the standard library's backlog; Linux takes a second listen() on a
+    // listening socket as a new backlog.
+    use std::os::fd::AsRawFd;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen() on a socket this function owns; no memory is passed.
+    if unsafe { libc::listen(socket.as_raw_fd(), backlog) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(socket)
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The admin bind's listen backlog.
+const ADMIN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(backlog)
 }
 
 /// The longest graceful timeout of `apps`: how long their binds' connections get to finish.
@@ -427,8 +464,8 @@ impl Gateway {
         // The admin bind answers /healthz while the apps start; /readyz says not yet.
         let admin = match config.admin {
             Some(addr) => {
-                let listener =
-                    listen(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
+                let listener = listen(addr, ADMIN_BACKLOG)
+                    .with_context(|| format!("admin: cannot listen on {addr}"))?;
                 Some(AdminBind::open(
                     listener,
                     Arc::new(Admin::new(metrics.clone())),

@@ -107,7 +107,6 @@ class Plan:
             attr = f"app{index}"
             self.config["apps"][server.name] = _app_config(server, attr)
             self.pickles[attr] = _pickled(server)
-        self.users = any(s.settings.get("user") or s.settings.get("group") for s in servers)
 
     def run(self):
         """Write the plan, run the gateway on it and wait; the gateway's exit status."""
@@ -133,11 +132,6 @@ class Plan:
         for name, data in files.items():
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(data)
-        if self.users:
-            # Workers that run as another user read their callables from here.
-            os.chmod(folder, 0o755)
-            for name in files:
-                os.chmod(os.path.join(folder, name), 0o644)
 
 
 def _app_config(server, attr):
@@ -157,7 +151,9 @@ def _app_config(server, attr):
         app["backlog"] = s["backlog"]
     for key in ("user", "group"):
         if s.get(key):
-            app[key] = s[key]
+            raise ConfigError(
+                f"{key} {s[key]!r}: sluice cannot switch the workers' {key} yet; start it as "
+                f"that {key} instead")
     for key, value in server.sluice_keys.items():
         if key not in SLUICE_GLOBAL_KEYS:
             app[key] = _absolute_paths(key, value)

@@ -779,6 +779,17 @@ pub fn sluice_check(path: &Path) -> CheckOutput {
 
 /// [`sluice_check`] with variables set (`Some`) or removed (`None`) in its environment.
 pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> CheckOutput {
+    let args = [
+        OsStr::new("check"),
+        OsStr::new("--config"),
+        path.as_os_str(),
+    ];
+    sluice_once(&args, env)
+}
+
+/// `sluice ARGS` that exits by itself (`check`, `serve --check-config`), with variables set
+/// (`Some`) or removed (`None`) in its environment (deadline [`DEADLINE`]).
+pub fn sluice_once(args: &[&OsStr], env: &[(&str, Option<&str>)]) -> CheckOutput {
     let mut command = Command::new(sluice_bin());
     for (name, value) in env {
         match value {
@@ -786,10 +797,13 @@ pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> Check
             None => command.env_remove(name),
         };
     }
+    let shown = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut child = command
-        .arg("check")
-        .arg("--config")
-        .arg(path)
+        .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -810,10 +824,7 @@ pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> Check
         try_wait_for(DEADLINE, || child.try_wait().expect("try_wait")).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "`sluice check --config {}` did not exit within {DEADLINE:?}",
-                path.display()
-            )
+            panic!("`sluice {shown}` did not exit within {DEADLINE:?}")
         });
     let out = CheckOutput {
         status,
@@ -821,10 +832,8 @@ pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> Check
         stderr: err.join().expect("stderr reader"),
     };
     eprintln!(
-        "[check {}] {status}\n--- stdout\n{}--- stderr\n{}",
-        path.display(),
-        out.stdout,
-        out.stderr
+        "[sluice {shown}] {status}\n--- stdout\n{}--- stderr\n{}",
+        out.stdout, out.stderr
     );
     out
 }

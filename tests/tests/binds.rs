@@ -282,3 +282,62 @@ fn the_proxy_header_comes_before_tls() {
     // Without the header the handshake never starts.
     assert!(sluice_tests::TlsConn::connect(sluice.addr(), config).is_err());
 }
+
+/// The Send-Q column of `ss` for the listening socket `filter` selects: on a LISTEN socket it
+/// is the backlog listen() was given.
+fn listen_backlog(args: &[&str]) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(args)
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("LISTEN"))
+        .unwrap_or_else(|| panic!("no listening socket in `ss {}`:\n{text}", args.join(" ")));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // `State Recv-Q Send-Q ...`, with `Netid` first for Unix sockets.
+    let at = fields.iter().position(|f| *f == "LISTEN").unwrap();
+    fields[at + 2]
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn backlog_reaches_listen_for_tcp_and_unix_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("backlog.sock");
+    let sluice = Sluice::serve("suite:app")
+        .bind(&format!("unix:{}", sock.display()))
+        .bind("127.0.0.1:0")
+        .expect_binds(1)
+        .arg("--backlog")
+        .arg("77")
+        .start();
+    let port = sluice.addr().port().to_string();
+    assert_eq!(
+        listen_backlog(&["-ltnH", "sport", "=", &format!(":{port}")]),
+        77
+    );
+    let path = sock.display().to_string();
+    assert_eq!(listen_backlog(&["-lxH", "src", &path]), 77);
+    drop(sluice);
+
+    // YAML, per app; and gunicorn's default without it.
+    let yaml = format!(
+        "apps:\n  suite:\n    app: suite:app\n    chdir: {chdir}\n    backlog: 33\n    bind: [\"127.0.0.1:0\"]\n  other:\n    app: suite:app\n    chdir: {chdir}\n    bind: [\"127.0.0.1:0\"]\n",
+        chdir = serde_json::to_string(&apps_dir()).unwrap(),
+    );
+    let sluice = Sluice::run_config(&yaml).start();
+    let port = |app| sluice.addr_of(app).port();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .map_or(4096, |t| t.trim().parse().unwrap_or(4096));
+    assert_eq!(
+        listen_backlog(&["-ltnH", "sport", "=", &format!(":{}", port("suite"))]),
+        33
+    );
+    assert_eq!(
+        listen_backlog(&["-ltnH", "sport", "=", &format!(":{}", port("other"))]),
+        2048.min(somaxconn)
+    );
+}

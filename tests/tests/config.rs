@@ -3,7 +3,9 @@
 
 use std::path::{Component, Path};
 
-use sluice_tests::{apps_dir, get, CheckOutput, ConfigFile, Sluice};
+use std::ffi::OsStr;
+
+use sluice_tests::{apps_dir, get, sluice_once, CheckOutput, ConfigFile, Sluice, DEADLINE};
 
 /// The YAML-quoted form of a path.
 fn yaml_str(path: &Path) -> String {
@@ -327,7 +329,14 @@ fn check_takes_values_from_the_environment_and_names_an_unset_one() {
     assert_eq!(set.status.code(), Some(0), "{set:?}");
     let block = app_block(&set.stdout, "alpha");
     assert!(block.contains("127.0.0.1:18095"), "{block}");
-    assert!(block.contains("workers: 4, threads: 3"), "{block}");
+    assert!(
+        setting(&block, "workers").starts_with("workers: 4 "),
+        "{block}"
+    );
+    assert!(
+        setting(&block, "threads").starts_with("threads: 3 "),
+        "{block}"
+    );
 
     let defaults = config.check_with_env(&[
         ("SLUICE_TEST_PORT", None),
@@ -337,7 +346,14 @@ fn check_takes_values_from_the_environment_and_names_an_unset_one() {
     assert_eq!(defaults.status.code(), Some(0), "{defaults:?}");
     let block = app_block(&defaults.stdout, "alpha");
     assert!(block.contains("127.0.0.1:18091"), "{block}");
-    assert!(block.contains("workers: 2, threads: 3"), "{block}");
+    assert!(
+        setting(&block, "workers").starts_with("workers: 2 "),
+        "{block}"
+    );
+    assert!(
+        setting(&block, "threads").starts_with("threads: 3 "),
+        "{block}"
+    );
 
     let unset = config.check_with_env(&[
         ("SLUICE_TEST_PORT", None),
@@ -357,5 +373,139 @@ fn check_takes_values_from_the_environment_and_names_an_unset_one() {
             .contains("   5 |     workers: ${SLUICE_TEST_WORKERS}\n     |              ^"),
         "{}",
         unset.stderr
+    );
+}
+
+/// The line of `block` that sets `key`, without its indentation.
+fn setting(block: &str, key: &str) -> String {
+    block
+        .lines()
+        .map(str::trim_start)
+        .find(|line| line.starts_with(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {block}"))
+        .to_owned()
+}
+
+/// The origin column of a setting's line: what follows the value after a run of spaces.
+fn origin_of(block: &str, key: &str) -> String {
+    let line = setting(block, key);
+    let (_, origin) = line
+        .split_once("   ")
+        .unwrap_or_else(|| panic!("no origin in {line:?}"));
+    origin.trim().to_owned()
+}
+
+#[test]
+fn check_prints_where_each_value_came_from() {
+    let config = ConfigFile::new(
+        "python: python3
+apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:18096\"]
+    workers: ${SLUICE_TEST_ORIGIN_WORKERS}
+    threads: ${SLUICE_TEST_ORIGIN_THREADS:-2}
+    timeout: 45s
+max_connections: 500
+",
+    );
+    let out = config.check_with_env(&[
+        ("SLUICE_TEST_ORIGIN_WORKERS", Some("3")),
+        ("SLUICE_TEST_ORIGIN_THREADS", None),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let file = config.path().display().to_string();
+    let block = app_block(&out.stdout, "alpha");
+    for (key, origin) in [
+        ("bind", format!("{file}:5")),
+        (
+            "workers",
+            format!("{file}:6 ${{SLUICE_TEST_ORIGIN_WORKERS}} from the environment"),
+        ),
+        (
+            "threads",
+            format!("{file}:7 ${{SLUICE_TEST_ORIGIN_THREADS}} unset: its default"),
+        ),
+        ("timeout", format!("{file}:8")),
+        ("python", format!("{file}:1")),
+        ("graceful_timeout", "default".into()),
+        ("max_body", "default".into()),
+        ("forwarded_allow_ips", "default".into()),
+    ] {
+        assert_eq!(origin_of(&block, key), origin, "{key} in {block}");
+    }
+    // Every setting has its origin, defaults included.
+    assert!(
+        block.lines().skip(1).all(|line| line.contains("   ")),
+        "{block}"
+    );
+    let gateway = app_block(&out.stdout, "gateway");
+    assert_eq!(origin_of(&gateway, "max_connections"), format!("{file}:9"));
+    assert_eq!(origin_of(&gateway, "gateway_threads"), "default");
+
+    // `serve --check-config`: the flag, the environment, the default; nothing is served.
+    let args = ["serve", "named:alpha", "--timeout", "5s", "--check-config"].map(OsStr::new);
+    let out = sluice_once(
+        &args,
+        &[
+            ("SLUICE_WORKERS", Some("2")),
+            ("SLUICE_THREAD_WORKERS", None),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let block = app_block(&out.stdout, "named");
+    assert!(
+        setting(&block, "timeout").starts_with("timeout: 5s "),
+        "{block}"
+    );
+    assert_eq!(origin_of(&block, "timeout"), "command line --timeout");
+    assert!(
+        setting(&block, "workers").starts_with("workers: 2 "),
+        "{block}"
+    );
+    assert_eq!(origin_of(&block, "workers"), "environment SLUICE_WORKERS");
+    assert_eq!(origin_of(&block, "threads"), "default");
+}
+
+#[test]
+fn pid_file_is_written_once_listening_and_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sluice.pid");
+    let mut sluice = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .arg("--pid")
+        .arg(&pidfile)
+        .start();
+    assert_eq!(get(sluice.addr(), "/").status(), 200);
+    let written = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(written.trim(), sluice.pid().to_string());
+    sluice.signal(libc::SIGTERM);
+    assert!(sluice.wait_exit(DEADLINE).success());
+    assert!(!pidfile.exists(), "removed at exit");
+
+    // YAML, top level, relative to the file; an unwritable path stops start-up, named.
+    let yaml = format!(
+        "pidfile: sluice.pid\napps:\n  alpha:\n    app: named:alpha\n    chdir: {}\n    bind: [\"127.0.0.1:0\"]\n",
+        yaml_str(&apps_dir())
+    );
+    let sluice = Sluice::run_config(&yaml).start();
+    let path = sluice.config_path().unwrap().with_file_name("sluice.pid");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        sluice.pid().to_string()
+    );
+    drop(sluice);
+    let failure = Sluice::serve("named:alpha")
+        .chdir(apps_dir())
+        .arg("--pid")
+        .arg("/nonexistent-sluice-dir/sluice.pid")
+        .start_expect_failure(DEADLINE);
+    assert_eq!(failure.status.code(), Some(1), "{}", failure.output);
+    assert!(
+        failure
+            .output
+            .contains("cannot write the pid file /nonexistent-sluice-dir/sluice.pid"),
+        "{}",
+        failure.output
     );
 }

@@ -258,6 +258,9 @@ fn settings_come_from_keywords_then_the_config_file_then_flags() {
     );
     drop(sluice);
 
+    let pid_dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = pid_dir.path().join("sluice.pid");
+    let pid_arg = pid_file.to_string_lossy().into_owned();
     let sluice = script(
         &[
             "hello.py",
@@ -267,6 +270,8 @@ fn settings_come_from_keywords_then_the_config_file_then_flags() {
             "1",
             "-t",
             "50",
+            "-p",
+            &pid_arg,
             "-b",
             "127.0.0.1:0",
         ],
@@ -280,6 +285,16 @@ fn settings_come_from_keywords_then_the_config_file_then_flags() {
     );
     assert_eq!(answer["timeout"], "50");
     assert_eq!(answer["thread_workers"], "2");
+    // pulsar's --pid-file: the gateway's pid, a child of the script's process.
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(
+        sluice_tests::children_of(sluice.pid()).contains(&pid),
+        "{pid} is not the gateway the script started"
+    );
 }
 
 #[test]
@@ -324,6 +339,12 @@ fn an_unpicklable_callable_is_a_clear_error_naming_it() {
     assert!(stderr.contains("<lambda>"), "{stderr}");
     assert!(stderr.contains("picklable"), "{stderr}");
     assert!(!stderr.contains("Traceback"), "{stderr}");
+
+    // Switching the workers' user is not there yet: said so, before anything starts.
+    let output = script_output(&["hello.py", "-u", "nobody", "-b", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sluice: error: user 'nobody'"), "{stderr}");
 }
 
 #[test]

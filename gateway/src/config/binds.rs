@@ -89,7 +89,12 @@ impl BindSpec {
     }
 
     /// The bind, its paths resolved against `base`.
-    pub(super) fn bind(&self, base: &Path, unix_mode: u32) -> Result<BindConfig, String> {
+    pub(super) fn bind(
+        &self,
+        base: &Path,
+        unix_mode: u32,
+        backlog: u32,
+    ) -> Result<BindConfig, String> {
         let addr = self.bind_addr(base)?;
         let BindSpec::Map {
             certfile,
@@ -103,6 +108,7 @@ impl BindSpec {
                 addr,
                 tls: None,
                 unix_mode,
+                backlog,
                 proxy_protocol: false,
             });
         };
@@ -125,6 +131,7 @@ impl BindSpec {
             addr,
             tls,
             unix_mode,
+            backlog,
             proxy_protocol: *proxy_protocol,
         })
     }

@@ -8,22 +8,25 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use indexmap::IndexMap;
 
 use super::binds::{parse_bind, parse_bind_addr};
+use super::origin::command_line_origins;
 use super::settings::{
     default_forwarded_allow_ips, AppSettings, GatewaySettings, Resolved, DEFAULT_ACCESS_LOG,
-    DEFAULT_COMPRESS_MIN_SIZE, DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_H2_MAX_CONCURRENT_STREAMS,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP, DEFAULT_KEEPALIVE, DEFAULT_LIMIT_REQUEST_FIELDS,
-    DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS_JITTER, DEFAULT_MIN_BODY_RATE, DEFAULT_PYTHON,
-    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_BUFFER_BYTES, DEFAULT_SERVE_BIND, DEFAULT_THREADS,
-    DEFAULT_TIMEOUT, DEFAULT_UNIX_MODE, DEFAULT_WORKERS, MAX_LIMIT_REQUEST_FIELD_SIZE,
+    DEFAULT_BACKLOG, DEFAULT_COMPRESS_MIN_SIZE, DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP, DEFAULT_KEEPALIVE,
+    DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS_JITTER,
+    DEFAULT_MIN_BODY_RATE, DEFAULT_PYTHON, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_BUFFER_BYTES,
+    DEFAULT_SERVE_BIND, DEFAULT_THREADS, DEFAULT_TIMEOUT, DEFAULT_UNIX_MODE, DEFAULT_WORKERS,
+    MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
 use super::values::{
     allow_ips_text, duration_text, parse_allow_ips, parse_duration, parse_size, parse_static,
     parse_unix_mode, resolve_path, size_text, unix_mode_text,
 };
-use super::{AccessLog, BindConfig, Config, HttpVersions, TlsFiles};
+use super::{AccessLog, BindConfig, Config, HttpVersions, Origin, Origins, TlsFiles};
 
 #[derive(Parser)]
 #[command(
@@ -58,8 +61,17 @@ impl Cli {
     /// Parses the process's command line, with every `serve` option also read from the
     /// environment (see [`Cli::command_with_env`]); a bad value is clap's usage error, exit 2.
     pub fn parse_with_env() -> Cli {
-        let matches = Cli::command_with_env().get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+        let command = Cli::command_with_env();
+        let matches = command.clone().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let (Command::Serve(serve), Some(serve_command), Some(serve_matches)) = (
+            &mut cli.command,
+            command.find_subcommand("serve"),
+            matches.subcommand_matches("serve"),
+        ) {
+            serve.origins = command_line_origins(serve_command, serve_matches);
+        }
+        cli
     }
 
     /// The command line where every `serve` option can also be set as `SLUICE_<NAME>` (its long
@@ -73,7 +85,8 @@ impl Cli {
         let command = Cli::command().mut_subcommand("serve", |serve| {
             serve.mut_args(|arg| {
                 let id = arg.get_id().as_str().to_owned();
-                if arg.is_positional() || matches!(id.as_str(), "help" | "version") {
+                if arg.is_positional() || matches!(id.as_str(), "help" | "version" | "check_config")
+                {
                     arg
                 } else if id == "workers" && web_concurrency {
                     arg.env("WEB_CONCURRENCY")
@@ -160,6 +173,10 @@ pub struct ServeArgs {
     /// believed from --forwarded-allow-ips (behind AWS NLB or HAProxy in TCP mode).
     #[arg(long)]
     proxy_protocol: bool,
+    /// The listen backlog of every --bind: connections the kernel queues before they are
+    /// accepted (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
     /// Permission bits of unix: bind sockets, in octal.
     #[arg(long, default_value = SHOWN.unix_mode.as_str(), value_parser = parse_unix_mode)]
     unix_mode: u32,
@@ -273,6 +290,16 @@ pub struct ServeArgs {
     gateway_threads: Option<usize>,
     #[command(flatten)]
     reload: ReloadArgs,
+    /// Write the gateway's pid to this file once it listens; removed when it exits.
+    #[arg(short, long = "pid", value_name = "FILE")]
+    pid: Option<PathBuf>,
+    /// Check the configuration, print every setting with where it came from, and exit
+    /// (gunicorn's flag); nothing is started.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Where each option's value came from, filled from clap's matches.
+    #[arg(skip)]
+    origins: IndexMap<String, Origin>,
 }
 
 impl ServeArgs {
@@ -287,10 +314,29 @@ impl ServeArgs {
             gateway_threads: self.gateway_threads,
             reload: None,
             reload_paths: Vec::new(),
+            pidfile: self.pid.as_ref().map(|pid| resolve_path(&cwd, pid)),
         };
         let reload = std::mem::take(&mut self.reload);
+        let mut origins = Origins {
+            gateway: IndexMap::new(),
+            apps: vec![std::mem::take(&mut self.origins)],
+        };
+        for (id, key) in [
+            ("admin", "admin"),
+            ("max_connections", "max_connections"),
+            ("gateway_threads", "gateway_threads"),
+            ("pid", "pidfile"),
+            ("reload", "reload"),
+            ("reload_paths", "reload_paths"),
+        ] {
+            if let Some(origin) = origins.apps[0].shift_remove(id) {
+                origins.gateway.insert(key.to_owned(), origin);
+            }
+        }
         let app = self.into_settings().into_app(resolved, &cwd);
-        Ok(reload.apply(gateway.into_config(None, vec![app])))
+        let mut config = gateway.into_config(None, vec![app]);
+        config.origins = origins;
+        Ok(reload.apply(config))
     }
 
     /// What the command line writes in its own form: the app's name (the module's by default),
@@ -328,6 +374,7 @@ impl ServeArgs {
                     addr,
                     tls: tls.clone(),
                     unix_mode: self.unix_mode,
+                    backlog: self.backlog,
                     proxy_protocol: self.proxy_protocol,
                 })
             })

@@ -1,48 +1,59 @@
 //! The route table as `sluice check` prints it: every app with its binds and settings, then the
-//! gateway-wide ones.
+//! gateway-wide ones, each value with where it came from.
 
 use std::fmt;
+use std::time::Duration;
 
-use super::{AccessLog, AppConfig, BindConfig, Config, EdgeConfig, TlsFiles};
+use super::origin::Shown;
+use super::{AccessLog, AppConfig, BindAddr, BindConfig, Config, TlsFiles};
+
+/// One line of the table: the setting's key, its value, and the key its origin is kept under.
+type Row = (&'static str, String);
 
 impl Config {
-    /// The route table as `sluice check` prints it.
+    /// The route table as `sluice check` prints it: each app's settings, then the gateway's,
+    /// one a line, each with where its value came from.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        for app in &self.apps {
-            let binds: Vec<String> = app.binds.iter().map(|b| b.to_string()).collect();
-            out.push_str(&format!(
-                "{name}: {callable}\n  bind: {binds}\n  workers: {workers}, threads: {threads}, python: {python}\n  chdir: {chdir}\n  timeout: {timeout}, graceful_timeout: {graceful}, queue_timeout: {queue}, max_body: {max_body}\n  recycling: {recycling}\n{edge}",
-                name = app.name,
-                callable = app.app,
-                binds = binds.join(", "),
-                workers = app.workers,
-                threads = app.threads,
-                python = app.python.display(),
-                chdir = app.chdir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(current directory)".into()),
-                timeout = humantime::format_duration(app.timeout),
-                graceful = humantime::format_duration(app.graceful_timeout),
-                queue = humantime::format_duration(app.queue_timeout),
-                max_body = bytesize::ByteSize(app.max_body).display().iec(),
-                recycling = app.describe_recycling(),
-                edge = app.edge.describe(),
-            ));
+        let file = self.source.as_deref();
+        for (index, app) in self.apps.iter().enumerate() {
+            out.push_str(&format!("{}: {}\n", app.name, app.app));
+            let rows = app.rows();
+            let shown = |key: &str| Shown {
+                origin: self.origins.app(index, key),
+                file,
+            };
+            push_rows(&mut out, &rows, shown);
         }
-        if let Some(admin) = self.admin {
-            out.push_str(&format!("admin: {admin} (/metrics, /healthz, /readyz)\n"));
-        }
-        out.push_str(&format!(
-            "max_connections: {}, gateway_threads: {}\n",
-            self.max_connections, self.gateway_threads
-        ));
-        out.push_str(&self.describe_reload());
+        let admin = match self.admin {
+            Some(admin) => format!("{admin} (/metrics, /healthz, /readyz)"),
+            None => "off".into(),
+        };
+        let rows = [
+            ("admin", admin),
+            ("max_connections", self.max_connections.to_string()),
+            ("gateway_threads", self.gateway_threads.to_string()),
+            (
+                "pidfile",
+                self.pidfile
+                    .as_deref()
+                    .map_or_else(|| "off".into(), |p| p.display().to_string()),
+            ),
+            ("reload", self.describe_reload()),
+        ];
+        out.push_str("gateway:\n");
+        let shown = |key: &str| Shown {
+            origin: self.origins.gateway(key),
+            file,
+        };
+        push_rows(&mut out, &rows, shown);
         out
     }
 
     /// `reload`, and what it watches: each app's `*.py` files, the `reload_paths`, the file.
     fn describe_reload(&self) -> String {
         if !self.reload {
-            return "reload: off\n".into();
+            return "off".into();
         }
         let mut watched: Vec<String> = Vec::new();
         for dir in self.code_dirs() {
@@ -53,74 +64,132 @@ impl Config {
         }
         watched.extend(self.reload_paths.iter().map(|p| p.display().to_string()));
         watched.extend(self.source.iter().map(|p| p.display().to_string()));
-        format!("reload: on, watching {}\n", watched.join(", "))
+        format!("on, watching {}", watched.join(", "))
     }
 }
 
-impl EdgeConfig {
-    fn describe(&self) -> String {
-        let mut out = format!(
-            "  limits: request line {line} B, {fields} fields of {field} B, header_timeout {header}, keepalive {keepalive}, min_body_rate {rate}/s\n",
-            line = self.limit_request_line,
-            fields = self.limit_request_fields,
-            field = self.limit_request_field_size,
-            header = humantime::format_duration(self.header_timeout),
-            keepalive = humantime::format_duration(self.keepalive),
-            rate = bytesize::ByteSize(self.min_body_rate).display().iec(),
-        );
-        for (prefix, dir) in &self.static_dirs {
-            out.push_str(&format!("  static: {prefix} -> {}\n", dir.display()));
-        }
-        let nets: Vec<String> = self
+/// `  key: value` lines with the origins lined up in a column after them.
+fn push_rows<'a>(out: &mut String, rows: &[Row], shown: impl Fn(&str) -> Shown<'a>) {
+    let width = rows
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + 2)
+        .max()
+        .unwrap_or(0);
+    for (key, value) in rows {
+        let setting = format!("{key}: {value}");
+        out.push_str(&format!("  {setting:<width$}   {}\n", shown(key)));
+    }
+}
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
+fn or_off<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
+    value.map_or_else(|| "off".into(), show)
+}
+
+fn on_off(on: bool) -> String {
+    if on { "on" } else { "off" }.into()
+}
+
+impl AppConfig {
+    /// Every setting of the app, by its YAML key.
+    fn rows(&self) -> Vec<Row> {
+        let binds: Vec<String> = self.binds.iter().map(|b| b.to_string()).collect();
+        let edge = &self.edge;
+        let statics: Vec<String> = edge
+            .static_dirs
+            .iter()
+            .map(|(prefix, dir)| format!("{prefix} -> {}", dir.display()))
+            .collect();
+        let nets: Vec<String> = edge
             .forwarded_allow_ips
             .iter()
             .map(|n| n.to_string())
             .collect();
-        out.push_str(&format!(
-            "  forwarded_allow_ips: {}, access_log: {}, compress: {}\n",
-            nets.join(", "),
-            match self.access_log {
-                AccessLog::Off => "off",
-                AccessLog::Combined => "combined",
-                AccessLog::Json => "json",
-            },
-            if self.compress { "on" } else { "off" }
-        ));
-        out.push_str(&format!(
-            "  http: {}, h2_max_concurrent_streams: {}\n",
-            self.http.as_str(),
-            self.h2_max_concurrent_streams
-        ));
-        out
-    }
-}
-
-impl AppConfig {
-    fn describe_recycling(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(n) = self.max_requests {
-            parts.push(format!(
-                "max_requests {n} (+ up to {})",
-                self.max_requests_jitter
-            ));
-        }
-        if let Some(bytes) = self.max_rss {
-            parts.push(format!(
-                "max_rss {}",
-                bytesize::ByteSize(bytes).display().iec()
-            ));
-        }
-        if let Some(age) = self.worker_lifetime {
-            parts.push(format!(
-                "worker_lifetime {}",
-                humantime::format_duration(age)
-            ));
-        }
-        if parts.is_empty() {
-            "off".into()
-        } else {
-            parts.join(", ")
-        }
+        let unix_mode = self
+            .binds
+            .iter()
+            .find(|b| matches!(b.addr, BindAddr::Unix(_)))
+            .map_or_else(
+                || "(no unix: bind)".into(),
+                |b| format!("{:04o}", b.unix_mode),
+            );
+        vec![
+            ("bind", binds.join(", ")),
+            ("unix_mode", unix_mode),
+            (
+                "backlog",
+                self.binds.first().map_or(0, |b| b.backlog).to_string(),
+            ),
+            ("workers", self.workers.to_string()),
+            ("threads", self.threads.to_string()),
+            ("python", self.python.display().to_string()),
+            (
+                "chdir",
+                self.chdir
+                    .as_deref()
+                    .map_or_else(|| "(current directory)".into(), |d| d.display().to_string()),
+            ),
+            ("timeout", duration(self.timeout)),
+            ("graceful_timeout", duration(self.graceful_timeout)),
+            ("queue_timeout", duration(self.queue_timeout)),
+            ("max_body", size(self.max_body)),
+            ("max_requests", or_off(self.max_requests, |n| n.to_string())),
+            ("max_requests_jitter", self.max_requests_jitter.to_string()),
+            ("max_rss", or_off(self.max_rss, size)),
+            ("worker_lifetime", or_off(self.worker_lifetime, duration)),
+            (
+                "limit_request_line",
+                format!("{} B", edge.limit_request_line),
+            ),
+            (
+                "limit_request_fields",
+                edge.limit_request_fields.to_string(),
+            ),
+            (
+                "limit_request_field_size",
+                format!("{} B", edge.limit_request_field_size),
+            ),
+            ("header_timeout", duration(edge.header_timeout)),
+            ("keepalive", duration(edge.keepalive)),
+            ("min_body_rate", format!("{}/s", size(edge.min_body_rate))),
+            ("response_buffer", size(edge.response_buffer)),
+            (
+                "static",
+                if statics.is_empty() {
+                    "none".into()
+                } else {
+                    statics.join(", ")
+                },
+            ),
+            (
+                "static_hashed_max_age",
+                or_off(edge.static_hashed_max_age, duration),
+            ),
+            ("compress", on_off(edge.compress)),
+            ("compress_min_size", size(edge.compress_min_size)),
+            ("forwarded_allow_ips", nets.join(", ")),
+            (
+                "access_log",
+                match edge.access_log {
+                    AccessLog::Off => "off",
+                    AccessLog::Combined => "combined",
+                    AccessLog::Json => "json",
+                }
+                .into(),
+            ),
+            ("http", edge.http.as_str().into()),
+            (
+                "h2_max_concurrent_streams",
+                edge.h2_max_concurrent_streams.to_string(),
+            ),
+        ]
     }
 }
 

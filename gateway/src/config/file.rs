@@ -11,8 +11,10 @@ use serde_saphyr::{Location, Spanned};
 
 use super::binds::{binds_clash, BindSpec};
 use super::interpolate::{self, find_reference, Rewritten};
+use super::origin::file_origins;
 use super::settings::{
-    AppSettings, GatewaySettings, Resolved, DEFAULT_UNIX_MODE, MAX_LIMIT_REQUEST_FIELD_SIZE,
+    AppSettings, GatewaySettings, Resolved, DEFAULT_BACKLOG, DEFAULT_UNIX_MODE,
+    MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
 use super::values::{normalize_static_prefix, resolve_path};
 use super::{AppConfig, BindAddr, BindConfig, Config, ConfigError};
@@ -26,6 +28,7 @@ struct FileConfig {
     gateway_threads: Option<Spanned<usize>>,
     reload: Option<bool>,
     reload_paths: Option<Vec<String>>,
+    pidfile: Option<String>,
     apps: Spanned<IndexMap<String, Spanned<AppSettings>>>,
 }
 
@@ -116,8 +119,8 @@ impl Config {
             text,
             rewritten: &rewritten,
         };
-        let options = interpolate::parse_options(env);
-        let file: FileConfig = serde_saphyr::from_str_with_options(&rewritten.text, options)
+        let options = || interpolate::parse_options(env.clone());
+        let file: FileConfig = serde_saphyr::from_str_with_options(&rewritten.text, options())
             .map_err(|err| source.syntax_error(&err))?;
         let base = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -153,8 +156,11 @@ impl Config {
             reload_paths: (file.reload_paths.iter().flatten())
                 .map(|path| resolve_path(&base, path))
                 .collect(),
+            pidfile: file.pidfile.map(|pidfile| resolve_path(&base, pidfile)),
         };
-        Ok(settings.into_config(Some(path.to_owned()), apps))
+        let mut config = settings.into_config(Some(path.to_owned()), apps);
+        config.origins = file_origins(&rewritten, options, &env);
+        Ok(config)
     }
 }
 
@@ -222,12 +228,17 @@ fn file_binds(
         return Err(source.error_at(&bind.referenced, message));
     }
     let unix_mode = settings.unix_mode.unwrap_or(DEFAULT_UNIX_MODE);
+    if settings.backlog == Some(0) {
+        let message = format!("app {name}: `backlog` must be at least 1");
+        return Err(source.error_at(&bind.referenced, message));
+    }
+    let backlog = settings.backlog.unwrap_or(DEFAULT_BACKLOG);
     let mut binds = Vec::new();
     for spec in &bind.value {
         let at = &spec.referenced;
         let bind = spec
             .value
-            .bind(base, unix_mode)
+            .bind(base, unix_mode, backlog)
             .map_err(|e| source.error_at(at, format!("app {name}: {e}")))?;
         let addr = bind.addr.clone();
         if let Some((other, line)) = taken_by(taken, &addr) {
@@ -369,7 +380,7 @@ mod tests {
         default_gateway_threads, DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_MAX_BODY_BYTES,
         DEFAULT_TIMEOUT,
     };
-    use super::super::{AccessLog, TlsFiles};
+    use super::super::{AccessLog, Origin, TlsFiles};
     use super::*;
 
     fn plain(addr: &str) -> BindConfig {
@@ -377,6 +388,7 @@ mod tests {
             addr: BindAddr::Tcp(addr.parse().unwrap()),
             tls: None,
             unix_mode: DEFAULT_UNIX_MODE,
+            backlog: DEFAULT_BACKLOG,
             proxy_protocol: false,
         }
     }
@@ -447,6 +459,12 @@ mod tests {
     #[test]
     fn gateway_threads_parse_default_and_refuse_zero() {
         let apps = "apps:\n  a:\n    app: x:y\n    bind: [1]\n";
+        let config = parse(&format!("pidfile: run/sluice.pid\n{apps}")).unwrap();
+        assert_eq!(
+            config.pidfile.as_deref(),
+            Some(Path::new("/etc/sluice/run/sluice.pid"))
+        );
+        assert_eq!(parse(apps).unwrap().pidfile, None);
         let config = parse(&format!("gateway_threads: 3\n{apps}")).unwrap();
         assert_eq!(config.gateway_threads, 3);
         assert!(config.describe().contains("gateway_threads: 3"));
@@ -463,7 +481,7 @@ mod tests {
         let apps = "apps:\n  a:\n    app: x:y\n    chdir: /srv/a\n    bind: [1]\n";
         let config = parse(apps).unwrap();
         assert!(!config.reload);
-        assert!(config.describe().contains("reload: off\n"));
+        assert!(config.describe().contains("  reload: off "));
         let config = parse(&format!(
             "reload: true\nreload_paths: [templates, /etc/extra.conf]\n{apps}"
         ))
@@ -478,7 +496,7 @@ mod tests {
         );
         assert!(
             config.describe().contains(
-                "reload: on, watching /srv/a/**/*.py, /etc/sluice/templates, /etc/extra.conf, /etc/sluice/sluice.yaml\n"
+                "  reload: on, watching /srv/a/**/*.py, /etc/sluice/templates, /etc/extra.conf, /etc/sluice/sluice.yaml "
             ),
             "{}",
             config.describe()
@@ -632,6 +650,16 @@ mod tests {
         );
         assert_eq!(binds[0].addr.to_string(), "unix:/etc/sluice/run/a.sock");
         assert_eq!(binds[1].unix_mode, 0o600);
+        assert_eq!(binds[1].backlog, DEFAULT_BACKLOG);
+        let config =
+            parse("apps:\n  a:\n    app: x:y\n    backlog: 64\n    bind: [1, \"unix:/s\"]\n")
+                .unwrap();
+        assert!(config.apps[0].binds.iter().all(|b| b.backlog == 64));
+        let err = parse("apps:\n  a:\n    app: x:y\n    backlog: 0\n    bind: [1]\n").unwrap_err();
+        assert!(
+            err.message.contains("`backlog` must be at least 1"),
+            "{err}"
+        );
         let err = parse("apps:\n  a:\n    app: x:y\n    bind: [\"unix:/s\"]\n  b:\n    app: x:z\n    bind: [\"unix:/s\"]\n")
             .unwrap_err();
         assert!(err.message.contains("already taken by app a"), "{err}");
@@ -707,6 +735,30 @@ mod tests {
         assert_eq!((err.line, err.column), (4, 21), "{err}");
         assert!(err.message.contains("ADDR"), "{err}");
         assert!(parse_env(text, &[("HOST", "127.0.0.1:1")]).is_ok());
+    }
+
+    #[test]
+    fn each_value_knows_where_it_came_from() {
+        let text = "python: python3\napps:\n  a:\n    app: x:y\n    bind: [\"127.0.0.1:${PORT:-1}\"]\n    thread_workers: ${T}\n    workers: 2 # $$5\n  b:\n    app: x:z\n    python: py\n    bind: [2]\ngateway_threads: 1\n";
+        let config = parse_env(text, &[("T", "3")]).unwrap();
+        let origins = &config.origins;
+        let file = |line, env: &[(&str, bool)]| Origin::File {
+            line,
+            env: env.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        };
+        assert_eq!(origins.app(0, "bind"), &file(5, &[("PORT", false)]));
+        assert_eq!(origins.app(0, "threads"), &file(6, &[("T", true)]));
+        assert_eq!(origins.app(0, "workers"), &file(7, &[]));
+        assert_eq!(origins.app(0, "python"), &file(1, &[]));
+        assert_eq!(origins.app(0, "timeout"), &Origin::Default);
+        assert_eq!(origins.app(1, "python"), &file(10, &[]));
+        assert_eq!(origins.gateway("gateway_threads"), &file(12, &[]));
+        assert_eq!(origins.gateway("admin"), &Origin::Default);
+        let described = config.describe();
+        assert!(
+            described.contains("/etc/sluice/sluice.yaml:6 ${T} from the environment"),
+            "{described}"
+        );
     }
 
     #[test]

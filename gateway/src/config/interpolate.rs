@@ -14,6 +14,9 @@ use std::collections::HashMap;
 /// characters were inserted.
 pub(super) struct Rewritten {
     pub(super) text: String,
+    /// Every reference in the file as written (with a default or not): line, column of its
+    /// `$`, and the variable's name.
+    pub(super) references: Vec<(u64, u64, String)>,
     /// Per line (0-based), the insertions: the 1-based column of the first inserted character
     /// in the rewritten line, and how many were inserted there.
     insertions: Vec<Vec<(u64, u64)>>,
@@ -42,6 +45,15 @@ fn is_name_char(c: char) -> bool {
     is_name_start(c) || c.is_ascii_digit()
 }
 
+/// The variable a reference at the start of `rest` names, with a default or not: `${NAME...`
+/// or `$NAME`.
+fn reference_name(rest: &str) -> Option<&str> {
+    let after = rest.strip_prefix('$')?;
+    let body = after.strip_prefix('{').unwrap_or(after);
+    let end = body.find(|c| !is_name_char(c)).unwrap_or(body.len());
+    body.starts_with(is_name_start).then(|| &body[..end])
+}
+
 /// A reference without a default at the start of `rest` (which starts with `$`): `${NAME}` or
 /// `$NAME`, as (the name, whether braced). `$$` is not one.
 fn required_reference(rest: &str) -> Option<(&str, bool)> {
@@ -67,16 +79,22 @@ impl Rewritten {
     pub(super) fn new(text: &str) -> Rewritten {
         let mut out = String::with_capacity(text.len());
         let mut insertions = Vec::new();
-        for line in text.split_inclusive('\n') {
+        let mut references = Vec::new();
+        for (number, line) in text.split_inclusive('\n').enumerate() {
             let mut inserted = Vec::new();
             let mut column = 1u64; // in the rewritten line
+            let mut written = 1u64; // in the line as written
             let mut rest = line;
             while let Some(c) = rest.chars().next() {
                 if rest.starts_with("$$") {
                     out.push_str("$$");
                     column += 2;
+                    written += 2;
                     rest = &rest[2..];
                     continue;
+                }
+                if let Some(name) = reference_name(rest) {
+                    references.push((number as u64 + 1, written, name.to_owned()));
                 }
                 if let Some((name, braced)) = required_reference(rest) {
                     let name_chars = name.chars().count() as u64;
@@ -84,23 +102,27 @@ impl Rewritten {
                         out.push_str(&format!("${{{name}?}}"));
                         inserted.push((column + 2 + name_chars, 1));
                         rest = &rest[name.len() + 3..];
+                        written += name_chars + 3;
                     } else {
                         out.push_str(&format!("${{{name}?}}"));
                         inserted.push((column + 1, 1));
                         inserted.push((column + 2 + name_chars, 2));
                         rest = &rest[name.len() + 1..];
+                        written += name_chars + 1;
                     }
                     column += name_chars + 4;
                     continue;
                 }
                 out.push(c);
                 column += 1;
+                written += 1;
                 rest = &rest[c.len_utf8()..];
             }
             insertions.push(inserted);
         }
         Rewritten {
             text: out,
+            references,
             insertions,
         }
     }
@@ -175,6 +197,22 @@ mod tests {
         assert_eq!(rewritten.original(1, 16), (1, 12)); // the `$$` of `$$C`
         assert_eq!(rewritten.original(2, 5), (2, 5)); // the `$` after `é`
         assert_eq!(rewritten.original(3, 1), (3, 1));
+        let names: Vec<(u64, u64, &str)> = rewritten
+            .references
+            .iter()
+            .map(|(line, column, name)| (*line, *column, name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (1, 4, "A"),
+                (1, 9, "B"),
+                (1, 16, "D"),
+                (1, 21, "E"),
+                (1, 30, "F"),
+                (2, 5, "G")
+            ]
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   files) and which binds clash.
 //! - `values`: how the other values are written, as text and as YAML scalars: durations, sizes,
 //!   octal modes, address lists, static mappings, HTTP versions; paths against a base directory.
-//! - `describe`: the route table as `sluice check` prints it.
+//! - `origin`: where each value came from (default, file line, environment, flag).
+//! - `describe`: the route table as `sluice check` prints it, each value with its origin.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,10 +30,12 @@ mod cli;
 mod describe;
 mod file;
 mod interpolate;
+mod origin;
 mod settings;
 mod values;
 
 pub use cli::{Cli, Command, ReloadArgs, ServeArgs};
+pub use origin::{Origin, Origins};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +53,10 @@ pub struct Config {
     pub reload: bool,
     /// `reload_paths`: more files and directories `reload` watches (any file type), resolved.
     pub reload_paths: Vec<PathBuf>,
+    /// The file the gateway writes its pid to once it listens, and removes when it exits.
+    pub pidfile: Option<PathBuf>,
+    /// Where each value came from, for `sluice check`.
+    pub origins: Origins,
 }
 
 impl Config {
@@ -116,6 +123,9 @@ pub struct BindConfig {
     pub tls: Option<TlsFiles>,
     /// The permission bits of a Unix socket's file.
     pub unix_mode: u32,
+    /// The listen backlog: connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
     /// Connections start with a PROXY protocol header (v1 or v2), believed from
     /// `forwarded_allow_ips`.
     pub proxy_protocol: bool,

@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::binds::BindSpec;
 use super::values::{self, resolve_path, resolve_python, AllowIps};
-use super::{AccessLog, AppConfig, BindConfig, Config, EdgeConfig, HttpVersions};
+use super::{AccessLog, AppConfig, BindConfig, Config, EdgeConfig, HttpVersions, Origins};
 
 pub const DEFAULT_WORKERS: usize = 1;
 pub const DEFAULT_THREADS: usize = 1;
@@ -28,6 +28,8 @@ pub const DEFAULT_SERVE_BIND: &str = "127.0.0.1:8000";
 /// The mode of a Unix-socket bind's file when none is configured: the owner and its group may
 /// connect (an nginx in the group), nobody else.
 pub const DEFAULT_UNIX_MODE: u32 = 0o660;
+/// The listen backlog of an app's binds when none is configured: gunicorn's.
+pub const DEFAULT_BACKLOG: u32 = 2048;
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 8190;
 pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
 pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
@@ -64,10 +66,10 @@ pub fn default_forwarded_allow_ips() -> Vec<ipnet::IpNet> {
 /// One app's settings as given; `None` for what was left out. The fields are the YAML keys, in
 /// the order an unknown-key error lists them.
 ///
-/// Five of them each front end writes in its own form, so they reach [`AppSettings::into_app`]
+/// Six of them each front end writes in its own form, so they reach [`AppSettings::into_app`]
 /// checked, as [`Resolved`]: `app`, `bind`, `static` and `forwarded_allow_ips` (here in their
-/// YAML forms, with places for messages), and `unix_mode` (which goes into the binds). The
-/// command line leaves those five `None`.
+/// YAML forms, with places for messages), and `unix_mode` and `backlog` (which go into the
+/// binds). The command line leaves those six `None`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AppSettings {
@@ -118,6 +120,7 @@ pub(super) struct AppSettings {
     #[serde(default, deserialize_with = "values::unix_mode")]
     pub(super) unix_mode: Option<u32>,
     pub(super) h2_max_concurrent_streams: Option<u32>,
+    pub(super) backlog: Option<u32>,
 }
 
 /// What each front end reads in its own form and checks with its own messages, ready for
@@ -201,6 +204,8 @@ pub(super) struct GatewaySettings {
     pub(super) reload: Option<bool>,
     /// Resolved by the front end.
     pub(super) reload_paths: Vec<PathBuf>,
+    /// Resolved by the front end (against the file's directory or the current one).
+    pub(super) pidfile: Option<PathBuf>,
 }
 
 impl GatewaySettings {
@@ -214,6 +219,8 @@ impl GatewaySettings {
             gateway_threads: self.gateway_threads.unwrap_or_else(default_gateway_threads),
             reload: self.reload.unwrap_or(DEFAULT_RELOAD),
             reload_paths: self.reload_paths,
+            pidfile: self.pidfile,
+            origins: Origins::default(),
         }
     }
 }
