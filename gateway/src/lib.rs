@@ -18,7 +18,7 @@
 //! - `app`: one app as the gateway runs it (`AppState`, its `Route`).
 //! - `supervisor/`: worker processes: spawn, ready, respawn, recycle, stop.
 //! - `run`: the running whole: binds, app generations, and what each signal does to them
-//!   (reload, scale, stop); `shutdown`: the signals.
+//!   (reload, scale, stop); `shutdown`: the signals; `watch`: the files `reload` watches.
 //! - [`config`]: the YAML route table and the one-app command line, both as a [`Config`].
 //! - `metrics` and `admin`: per-app metrics and the admin bind (`/metrics`, `/healthz`,
 //!   `/readyz`); `error`: request errors and the one place they become responses.
@@ -38,6 +38,7 @@ mod run;
 mod server;
 mod shutdown;
 mod supervisor;
+mod watch;
 
 pub use config::{AppConfig, Config, ConfigError};
 pub use edge::activation::Inherited;

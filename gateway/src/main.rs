@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     set_up_logging();
     let loaded = match cli.command {
         Command::Serve(args) => args.into_config(),
-        Command::Run { config } => Config::load(&config).map_err(|err| err.to_string()),
+        Command::Run { config, reload } => Config::load(&config)
+            .map(|config| reload.apply(config))
+            .map_err(|err| err.to_string()),
         Command::Check { config } => return check(&config),
     };
     match loaded {

@@ -4,7 +4,8 @@
 //! reload starts a whole new generation of apps beside the old one; only when every new worker
 //! is ready are the routes switched, binds opened and closed, and the old generation drained
 //! (its workers finish the requests they hold, then exit). If the new file is invalid or an app
-//! fails to start, nothing is switched and the old generation goes on serving.
+//! fails to start, nothing is switched and the old generation goes on serving. With `reload`
+//! on, a changed file (see `watch`) does exactly what SIGHUP does.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::server;
 use crate::shutdown::{Signal, Signals, Stop};
 use crate::supervisor::{self, AppHandle, RunDir, StartError};
+use crate::watch::{self, Watch};
 
 /// Which configured bind a listener belongs to, across reloads. A port-0 bind is a fresh port
 /// each time it is opened, so it is kept per app and position in the app's list: reloading
@@ -178,8 +180,20 @@ pub async fn run(config: Config, inherited: Inherited) -> anyhow::Result<()> {
         gateway = Gateway::start(config, rundir, inherited) => gateway?,
         _ = wait_for_stop(&mut signals) => anyhow::bail!("stopped by a signal during start-up"),
     };
+    // No watcher at all unless `reload` is on. What it watches is decided here, at the start.
+    let watch = match gateway.config.reload {
+        true => Some(Watch::start(&gateway.config, gateway.rundir.path()).context("reload")?),
+        false => None,
+    };
     loop {
-        match signals.next().await {
+        let signal = tokio::select! {
+            signal = signals.next() => signal,
+            changed = changed_files(watch.as_ref()) => {
+                tracing::info!("reload: {} changed", watch::describe_changed(&changed));
+                Signal::Reload
+            }
+        };
+        match signal {
             Signal::Reload => gateway.reload().await,
             Signal::MoreWorkers => gateway.apps.iter().for_each(AppHandle::add_worker),
             Signal::FewerWorkers => gateway.apps.iter().for_each(AppHandle::remove_worker),
@@ -204,6 +218,14 @@ fn reload_tls(app: &AppConfig, bind: &BindConfig, setting: &TlsSetting) {
                 "reload: {err}; the bind keeps the certificate it had"
             ),
         },
+    }
+}
+
+/// The files `reload` saw change; never, without `reload`.
+async fn changed_files(watch: Option<&Watch>) -> Vec<PathBuf> {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -213,6 +213,8 @@ enum Mode {
     Serve(String),
     Run(String),
     RunFile(PathBuf),
+    /// Another program that runs sluice itself (the Python API's `WSGIServer(...).start()`).
+    Command(PathBuf, Vec<OsString>),
 }
 
 /// A sluice to start. `serve` runs from `tests/apps` (its `--chdir`) unless told otherwise and
@@ -269,6 +271,20 @@ impl Sluice {
     /// [`Sluice::expect_binds`] says otherwise.
     pub fn run_config_file(path: impl AsRef<Path>) -> Sluice {
         Sluice::new(Mode::RunFile(path.as_ref().to_owned()), None, "config")
+    }
+
+    /// `program args...`, a program that starts sluice itself (a script using the Python API),
+    /// run in `dir`. Expects one `listening` line unless [`Sluice::expect_binds`] says
+    /// otherwise.
+    pub fn command(
+        program: impl AsRef<Path>,
+        args: &[&OsStr],
+        dir: impl AsRef<Path>,
+        label: &str,
+    ) -> Sluice {
+        let args = args.iter().map(|a| a.to_os_string()).collect();
+        let mode = Mode::Command(program.as_ref().to_owned(), args);
+        Sluice::new(mode, Some(dir.as_ref().to_owned()), label)
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Sluice {
@@ -330,9 +346,10 @@ impl Sluice {
             .expect("temp dir");
         let state = root.path().join("state");
         std::fs::create_dir(&state).expect("state dir");
-        let mut cmd = match self.launcher.split_first() {
-            None => Command::new(sluice_bin()),
-            Some((program, args)) => {
+        let mut cmd = match (self.launcher.split_first(), &self.mode) {
+            (_, Mode::Command(program, _)) => Command::new(program),
+            (None, _) => Command::new(sluice_bin()),
+            (Some((program, args)), _) => {
                 let mut cmd = Command::new(program);
                 cmd.args(args).arg(sluice_bin());
                 cmd
@@ -369,6 +386,13 @@ impl Sluice {
                 cmd.arg("run").arg("--config").arg(path);
                 expected = self.expect_binds.unwrap_or(1);
                 config_path = Some(path.clone());
+            }
+            Mode::Command(_, args) => {
+                cmd.args(args);
+                if let Some(dir) = &self.chdir {
+                    cmd.current_dir(dir);
+                }
+                expected = self.expect_binds.unwrap_or(1);
             }
         }
         cmd.args(&self.args)
@@ -733,6 +757,11 @@ impl ConfigFile {
     pub fn check(&self) -> CheckOutput {
         sluice_check(&self.path)
     }
+
+    /// `sluice check --config` on this file with `env` set (`Some`) or removed (`None`).
+    pub fn check_with_env(&self, env: &[(&str, Option<&str>)]) -> CheckOutput {
+        sluice_check_with_env(&self.path, env)
+    }
 }
 
 /// The result of `sluice check`.
@@ -745,7 +774,19 @@ pub struct CheckOutput {
 
 /// Run `sluice check --config PATH` (deadline [`DEADLINE`]).
 pub fn sluice_check(path: &Path) -> CheckOutput {
-    let mut child = Command::new(sluice_bin())
+    sluice_check_with_env(path, &[])
+}
+
+/// [`sluice_check`] with variables set (`Some`) or removed (`None`) in its environment.
+pub fn sluice_check_with_env(path: &Path, env: &[(&str, Option<&str>)]) -> CheckOutput {
+    let mut command = Command::new(sluice_bin());
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .arg("check")
         .arg("--config")
         .arg(path)

@@ -12,8 +12,8 @@ pub mod util;
 pub use h2flood::{Flood, FloodKind, FloodReport};
 pub use harness::{
     apps_dir, children_of, free_port, python_for_frameworks, sluice_bin, sluice_check,
-    stdlib_python, CheckOutput, ConfigFile, Failure, Sluice, SluiceHandle, DEADLINE,
-    START_DEADLINE,
+    sluice_check_with_env, stdlib_python, CheckOutput, ConfigFile, Failure, Sluice, SluiceHandle,
+    DEADLINE, START_DEADLINE,
 };
 pub use http::{get, send, BodyEnd, Conn, Head, Request, Response};
 pub use load::{ClientSpec, Load, Outcome, Record, Tally};

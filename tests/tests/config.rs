@@ -307,3 +307,55 @@ fn serve_options_come_from_the_environment_and_flags_win() {
     assert_eq!(get(sluice.addr(), "/").status(), 200);
     assert_eq!(gateway_threads(sluice.pid()), 2, "the flag wins");
 }
+
+#[test]
+fn check_takes_values_from_the_environment_and_names_an_unset_one() {
+    let config = ConfigFile::new(
+        "apps:
+  alpha:
+    app: named:alpha
+    bind: [\"127.0.0.1:${SLUICE_TEST_PORT:-18091}\"]
+    workers: ${SLUICE_TEST_WORKERS}
+    threads: ${SLUICE_TEST_THREADS:-3}
+",
+    );
+    let set = config.check_with_env(&[
+        ("SLUICE_TEST_PORT", Some("18095")),
+        ("SLUICE_TEST_WORKERS", Some("4")),
+        ("SLUICE_TEST_THREADS", Some("")),
+    ]);
+    assert_eq!(set.status.code(), Some(0), "{set:?}");
+    let block = app_block(&set.stdout, "alpha");
+    assert!(block.contains("127.0.0.1:18095"), "{block}");
+    assert!(block.contains("workers: 4, threads: 3"), "{block}");
+
+    let defaults = config.check_with_env(&[
+        ("SLUICE_TEST_PORT", None),
+        ("SLUICE_TEST_WORKERS", Some("2")),
+        ("SLUICE_TEST_THREADS", None),
+    ]);
+    assert_eq!(defaults.status.code(), Some(0), "{defaults:?}");
+    let block = app_block(&defaults.stdout, "alpha");
+    assert!(block.contains("127.0.0.1:18091"), "{block}");
+    assert!(block.contains("workers: 2, threads: 3"), "{block}");
+
+    let unset = config.check_with_env(&[
+        ("SLUICE_TEST_PORT", None),
+        ("SLUICE_TEST_WORKERS", None),
+        ("SLUICE_TEST_THREADS", None),
+    ]);
+    assert_eq!(unset.status.code(), Some(1), "{unset:?}");
+    assert_eq!(position(&unset, config.path()), (5, 14), "at the `${{`");
+    assert!(
+        unset.stderr.contains("SLUICE_TEST_WORKERS is not set"),
+        "{}",
+        unset.stderr
+    );
+    assert!(
+        unset
+            .stderr
+            .contains("   5 |     workers: ${SLUICE_TEST_WORKERS}\n     |              ^"),
+        "{}",
+        unset.stderr
+    );
+}

@@ -44,6 +44,8 @@ pub enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        #[command(flatten)]
+        reload: ReloadArgs,
     },
     /// Validate a YAML configuration file and print its route table.
     Check {
@@ -68,7 +70,7 @@ impl Cli {
     pub fn command_with_env() -> clap::Command {
         let web_concurrency = std::env::var_os("SLUICE_WORKERS").is_none()
             && std::env::var_os("WEB_CONCURRENCY").is_some();
-        Cli::command().mut_subcommand("serve", |serve| {
+        let command = Cli::command().mut_subcommand("serve", |serve| {
             serve.mut_args(|arg| {
                 let id = arg.get_id().as_str().to_owned();
                 if arg.is_positional() || matches!(id.as_str(), "help" | "version") {
@@ -79,7 +81,40 @@ impl Cli {
                     arg.env(format!("SLUICE_{}", id.to_ascii_uppercase()))
                 }
             })
+        });
+        // `run` reads its apps from the file; only the reload flags come from here too.
+        command.mut_subcommand("run", |run| {
+            run.mut_arg("reload", |arg| arg.env("SLUICE_RELOAD"))
+                .mut_arg("reload_paths", |arg| arg.env("SLUICE_RELOAD_PATHS"))
         })
+    }
+}
+
+/// `--reload` and `--reload-paths`, of `serve` and `run`.
+#[derive(Args, Debug, Default)]
+pub struct ReloadArgs {
+    /// Watch the app's Python files (and the YAML file) and reload on a change, as SIGHUP does:
+    /// new workers with the new code, then the old ones drain. For development.
+    #[arg(long)]
+    reload: bool,
+    /// More files or directories --reload watches (any file type); repeatable, or
+    /// comma-separated. For `run`, they replace the file's reload_paths.
+    #[arg(long, value_name = "PATH", value_delimiter = ',')]
+    reload_paths: Vec<PathBuf>,
+}
+
+impl ReloadArgs {
+    /// `config` with these flags over its own reload settings (a flag wins over the file);
+    /// paths resolved against the current directory.
+    pub fn apply(self, mut config: Config) -> Config {
+        config.reload |= self.reload;
+        if !self.reload_paths.is_empty() {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            config.reload_paths = (self.reload_paths.iter())
+                .map(|path| resolve_path(&cwd, path))
+                .collect();
+        }
+        config
     }
 }
 
@@ -236,21 +271,26 @@ pub struct ServeArgs {
     /// Threads of the gateway's async runtime [default: half the CPUs, at least 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     gateway_threads: Option<usize>,
+    #[command(flatten)]
+    reload: ReloadArgs,
 }
 
 impl ServeArgs {
     /// The configuration these flags give: one app, mapped as a YAML app is, with paths
     /// resolved against the current directory.
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(mut self) -> Result<Config, String> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let resolved = self.resolve(&cwd)?;
         let gateway = GatewaySettings {
             admin: self.admin,
             max_connections: Some(self.max_connections),
             gateway_threads: self.gateway_threads,
+            reload: None,
+            reload_paths: Vec::new(),
         };
+        let reload = std::mem::take(&mut self.reload);
         let app = self.into_settings().into_app(resolved, &cwd);
-        Ok(gateway.into_config(None, vec![app]))
+        Ok(reload.apply(gateway.into_config(None, vec![app])))
     }
 
     /// What the command line writes in its own form: the app's name (the module's by default),
@@ -395,6 +435,70 @@ mod tests {
             std::env::remove_var(name);
         }
         assert_eq!(serve_with_env(&[]).unwrap().workers, DEFAULT_WORKERS);
+
+        // The reload flags, for `serve` and for `run`.
+        std::env::set_var("SLUICE_RELOAD", "true");
+        std::env::set_var("SLUICE_RELOAD_PATHS", "/a,/b");
+        let reload = serve_with_env(&[]).unwrap().reload;
+        assert!(reload.reload);
+        assert_eq!(
+            reload.reload_paths,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        let matches = Cli::command_with_env()
+            .try_get_matches_from(["sluice", "run", "--config", "f.yaml"])
+            .unwrap();
+        let Command::Run { reload, .. } = Cli::from_arg_matches(&matches).unwrap().command else {
+            unreachable!("parsed as run")
+        };
+        assert!(reload.reload);
+        assert_eq!(reload.reload_paths.len(), 2);
+        std::env::set_var("SLUICE_RELOAD", "false");
+        assert!(!serve_with_env(&[]).unwrap().reload.reload);
+        std::env::remove_var("SLUICE_RELOAD");
+        std::env::remove_var("SLUICE_RELOAD_PATHS");
+        assert!(!serve_with_env(&[]).unwrap().reload.reload);
+    }
+
+    #[test]
+    fn reload_is_off_unless_asked_and_the_flags_win_over_the_file() {
+        let config = serve(&["a:b"]).unwrap();
+        assert!(!config.reload && config.reload_paths.is_empty());
+        let config = serve(&[
+            "a:b",
+            "--reload",
+            "--reload-paths",
+            "/x,/y",
+            "--reload-paths",
+            "/z",
+        ])
+        .unwrap();
+        assert!(config.reload);
+        assert_eq!(
+            config.reload_paths,
+            ["/x", "/y", "/z"].map(PathBuf::from).to_vec()
+        );
+
+        let file = Config::parse(
+            Path::new("/etc/sluice/sluice.yaml"),
+            "reload: true\nreload_paths: [templates]\napps:\n  a:\n    app: x:y\n    bind: [1]\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let line = ["sluice", "run", "--config", "f.yaml"].iter().chain(args);
+            match Cli::try_parse_from(line).unwrap().command {
+                Command::Run { reload, .. } => reload.apply(file.clone()),
+                _ => unreachable!("parsed as run"),
+            }
+        };
+        let config = run(&[]);
+        assert!(config.reload, "the file's");
+        assert_eq!(
+            config.reload_paths,
+            [PathBuf::from("/etc/sluice/templates")]
+        );
+        let config = run(&["--reload-paths", "/p"]);
+        assert_eq!(config.reload_paths, [PathBuf::from("/p")]);
     }
 
     #[test]

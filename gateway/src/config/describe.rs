@@ -35,7 +35,25 @@ impl Config {
             "max_connections: {}, gateway_threads: {}\n",
             self.max_connections, self.gateway_threads
         ));
+        out.push_str(&self.describe_reload());
         out
+    }
+
+    /// `reload`, and what it watches: each app's `*.py` files, the `reload_paths`, the file.
+    fn describe_reload(&self) -> String {
+        if !self.reload {
+            return "reload: off\n".into();
+        }
+        let mut watched: Vec<String> = Vec::new();
+        for dir in self.code_dirs() {
+            let entry = format!("{}/**/*.py", dir.display());
+            if !watched.contains(&entry) {
+                watched.push(entry);
+            }
+        }
+        watched.extend(self.reload_paths.iter().map(|p| p.display().to_string()));
+        watched.extend(self.source.iter().map(|p| p.display().to_string()));
+        format!("reload: on, watching {}\n", watched.join(", "))
     }
 }
 

@@ -2,6 +2,7 @@
 //! file, line and column and show the lines around the place; relative paths in it resolve
 //! against the file's directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::binds::{binds_clash, BindSpec};
+use super::interpolate::{self, find_reference, Rewritten};
 use super::settings::{
     AppSettings, GatewaySettings, Resolved, DEFAULT_UNIX_MODE, MAX_LIMIT_REQUEST_FIELD_SIZE,
 };
@@ -22,6 +24,8 @@ struct FileConfig {
     admin: Option<Spanned<BindSpec>>,
     max_connections: Option<usize>,
     gateway_threads: Option<Spanned<usize>>,
+    reload: Option<bool>,
+    reload_paths: Option<Vec<String>>,
     apps: Spanned<IndexMap<String, Spanned<AppSettings>>>,
 }
 
@@ -31,10 +35,14 @@ type Taken = Vec<(BindAddr, String, u64)>;
 /// The file being read, for errors that point into it.
 struct Source<'a> {
     path: &'a Path,
+    /// The file as written, for the lines errors show.
     text: &'a str,
+    /// What the parser read, for turning its places into places in `text`.
+    rewritten: &'a Rewritten,
 }
 
 impl Source<'_> {
+    /// An error at `line`:`column` of the file as written.
     fn error(&self, line: u64, column: u64, message: String) -> ConfigError {
         ConfigError {
             file: self.path.to_owned(),
@@ -45,8 +53,10 @@ impl Source<'_> {
         }
     }
 
+    /// An error at a place the parser gave.
     fn error_at(&self, at: &Location, message: String) -> ConfigError {
-        self.error(at.line(), at.column(), message)
+        let (line, column) = self.rewritten.original(at.line(), at.column());
+        self.error(line, column, message)
     }
 
     fn syntax_error(&self, err: &serde_saphyr::Error) -> ConfigError {
@@ -54,6 +64,16 @@ impl Source<'_> {
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
+        if let serde_saphyr::Error::PropertyRequiredButUnset { name, .. } = err.without_snippet() {
+            // The parser names the value; the error is at the reference.
+            let (line, column) = self.rewritten.original(line, column);
+            let (line, column) =
+                find_reference(self.text, line, column, name).unwrap_or((line, column));
+            let message = format!(
+                "environment variable {name} is not set and `${{{name}}}` has no default (write `${{{name}:-DEFAULT}}` for one)"
+            );
+            return self.error(line, column, message);
+        }
         // The library's message starts with its own "error: line L column C:"; keep what follows.
         let full = err.to_string();
         let first = full.lines().next().unwrap_or_default();
@@ -61,6 +81,7 @@ impl Source<'_> {
             .split_once(&format!("line {line} column {column}: "))
             .map(|(_, rest)| rest.to_owned())
             .unwrap_or_else(|| first.trim_start_matches("error: ").to_owned());
+        let (line, column) = self.rewritten.original(line, column);
         self.error(line, column, message)
     }
 }
@@ -77,10 +98,27 @@ impl Config {
         Config::parse(path, &text)
     }
 
+    /// The configuration `text` (read from `path`) gives, with the process's environment for
+    /// its `${VAR}` references.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let source = Source { path, text };
-        let file: FileConfig =
-            serde_saphyr::from_str(text).map_err(|err| source.syntax_error(&err))?;
+        Config::parse_with_env(path, text, interpolate::environment())
+    }
+
+    /// [`Config::parse`] with the environment given.
+    fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let rewritten = Rewritten::new(text);
+        let source = Source {
+            path,
+            text,
+            rewritten: &rewritten,
+        };
+        let options = interpolate::parse_options(env);
+        let file: FileConfig = serde_saphyr::from_str_with_options(&rewritten.text, options)
+            .map_err(|err| source.syntax_error(&err))?;
         let base = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
@@ -111,6 +149,10 @@ impl Config {
             admin,
             max_connections: file.max_connections,
             gateway_threads: file.gateway_threads.map(|threads| threads.value),
+            reload: file.reload,
+            reload_paths: (file.reload_paths.iter().flatten())
+                .map(|path| resolve_path(&base, path))
+                .collect(),
         };
         Ok(settings.into_config(Some(path.to_owned()), apps))
     }
@@ -417,6 +459,35 @@ mod tests {
     }
 
     #[test]
+    fn reload_is_off_unless_set_and_its_paths_resolve_against_the_file() {
+        let apps = "apps:\n  a:\n    app: x:y\n    chdir: /srv/a\n    bind: [1]\n";
+        let config = parse(apps).unwrap();
+        assert!(!config.reload);
+        assert!(config.describe().contains("reload: off\n"));
+        let config = parse(&format!(
+            "reload: true\nreload_paths: [templates, /etc/extra.conf]\n{apps}"
+        ))
+        .unwrap();
+        assert!(config.reload);
+        assert_eq!(
+            config.reload_paths,
+            [
+                PathBuf::from("/etc/sluice/templates"),
+                PathBuf::from("/etc/extra.conf")
+            ]
+        );
+        assert!(
+            config.describe().contains(
+                "reload: on, watching /srv/a/**/*.py, /etc/sluice/templates, /etc/extra.conf, /etc/sluice/sluice.yaml\n"
+            ),
+            "{}",
+            config.describe()
+        );
+        let err = parse(&format!("reload: sometimes\n{apps}")).unwrap_err();
+        assert_eq!(err.line, 1, "{err}");
+    }
+
+    #[test]
     fn recycling_settings_parse_and_zero_means_off() {
         let config = parse(
             "apps:\n  a:\n    app: x:y\n    bind: [1]\n    max_requests: 1000\n    max_requests_jitter: 50\n    max_rss: 512MiB\n    worker_lifetime: 1h\n  b:\n    app: x:z\n    bind: [2]\n    max_requests: 0\n",
@@ -568,6 +639,94 @@ mod tests {
             parse("admin: \"unix:/s\"\napps:\n  a:\n    app: x:y\n    bind: [1]\n").unwrap_err();
         assert!(err.message.contains("not a Unix socket"), "{err}");
         assert!(parse("apps:\n  a:\n    app: x:y\n    bind: [\"unix:\"]\n").is_err());
+    }
+
+    fn parse_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse_with_env(Path::new("/etc/sluice/sluice.yaml"), text, env)
+    }
+
+    #[test]
+    fn values_take_the_environment_as_if_written_there() {
+        let text = "apps:\n  a:\n    app: ${MODULE}:app\n    bind: [\"127.0.0.1:${PORT:-8000}\"]\n    workers: ${WORKERS:-2}\n    threads: ${THREADS-3}\n    compress: ${COMPRESS:-false}\n    chdir: \"/srv/$${HOME}\"\n";
+        let set = [
+            ("MODULE", "shop"),
+            ("PORT", "9000"),
+            ("WORKERS", "4"),
+            ("THREADS", "6"),
+            ("COMPRESS", "true"),
+        ];
+        let app = &parse_env(text, &set).unwrap().apps[0];
+        assert_eq!(app.app, "shop:app");
+        assert_eq!(app.binds, vec![plain("127.0.0.1:9000")]);
+        assert_eq!((app.workers, app.threads), (4, 6));
+        assert!(app.edge.compress);
+        assert_eq!(app.chdir.as_deref(), Some(Path::new("/srv/${HOME}")));
+        // Unset: the defaults. `:-` also takes the default for an empty value, `-` does not.
+        let app = &parse_env(text, &[("MODULE", "shop"), ("WORKERS", "")])
+            .unwrap()
+            .apps[0];
+        assert_eq!(app.binds, vec![plain("127.0.0.1:8000")]);
+        assert_eq!((app.workers, app.threads), (2, 3));
+        assert!(!app.edge.compress);
+        let err = parse_env(text, &[("MODULE", "shop"), ("THREADS", "")]).unwrap_err();
+        assert_eq!((err.line, err.column), (6, 14), "{err}");
+        // A value never adds structure: it stays one scalar.
+        let err =
+            parse_env(text, &[("MODULE", "shop"), ("WORKERS", "1\n    python: x")]).unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
+    }
+
+    #[test]
+    fn an_unset_variable_without_default_is_an_error_at_its_reference() {
+        let text = "apps:\n  a:\n    app: x:y\n    bind: [1]\n    workers: 2\n    python: \"/srv/${VENV}/bin/python\"\n";
+        let err = parse_env(text, &[]).unwrap_err();
+        assert_eq!((err.line, err.column), (6, 19), "{err}");
+        assert!(
+            err.message.contains("environment variable VENV is not set"),
+            "{err}"
+        );
+        assert!(
+            err.snippet
+                .contains("   6 |     python: \"/srv/${VENV}/bin/python\""),
+            "{err}"
+        );
+        assert!(
+            err.snippet.contains(&format!("     | {}^", " ".repeat(18))),
+            "{err}"
+        );
+        assert!(parse_env(text, &[("VENV", "v")]).is_ok());
+        // A bare `$NAME` too, and a reference in a default that is used.
+        let err = parse_env("apps:\n  a:\n    app: $APP\n    bind: [1]\n", &[]).unwrap_err();
+        assert_eq!((err.line, err.column), (3, 10), "{err}");
+        let text = "apps:\n  a:\n    app: x:y\n    bind: [\"${HOST:-${ADDR}}\"]\n";
+        let err = parse_env(text, &[]).unwrap_err();
+        assert_eq!((err.line, err.column), (4, 21), "{err}");
+        assert!(err.message.contains("ADDR"), "{err}");
+        assert!(parse_env(text, &[("HOST", "127.0.0.1:1")]).is_ok());
+    }
+
+    #[test]
+    fn later_errors_keep_their_place_in_the_file_as_written() {
+        // The rewrite inserts characters before `wokers` on its line: the column is the file's.
+        let err = parse_env(
+            "apps:\n  a:\n    app: x:y\n    bind: [1]\n    wokers: ${W}\n",
+            &[("W", "2")],
+        )
+        .unwrap_err();
+        assert_eq!((err.line, err.column), (5, 5), "{err}");
+        let err = parse_env(
+            "apps:\n  a: {app: x:y, bind: [1], timeout: \"${T}\", workers: \"$W\", wokers: 1}\n",
+            &[("T", "3s"), ("W", "2")],
+        )
+        .unwrap_err();
+        // (In a flow mapping a reference is quoted: `{` and `}` end a plain value there.)
+        let column =
+            "  a: {app: x:y, bind: [1], timeout: \"${T}\", workers: \"$W\", ".len() as u64 + 1;
+        assert_eq!((err.line, err.column), (2, column), "{err}");
     }
 
     #[test]

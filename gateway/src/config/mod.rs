@@ -7,6 +7,8 @@
 //! - `settings`: an app's settings as either front end gives them, and the one mapping from
 //!   them to an [`AppConfig`]. Every default is written there, and only there.
 //! - `file`: the YAML front end: reading a file, its checks, and errors that point into it.
+//! - `interpolate`: the environment's `${VAR}` and `${VAR:-default}` in a file's values, and
+//!   places in the file as written.
 //! - `cli`: the command line (`sluice serve`, `run`, `check`); `serve`'s flags become the same
 //!   settings a YAML app does.
 //! - `binds`: how a bind is written (`8000`, `HOST:PORT`, `unix:PATH`, a YAML mapping with TLS
@@ -26,10 +28,11 @@ mod binds;
 mod cli;
 mod describe;
 mod file;
+mod interpolate;
 mod settings;
 mod values;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{Cli, Command, ReloadArgs, ServeArgs};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +45,23 @@ pub struct Config {
     pub max_connections: usize,
     /// Threads of the gateway's async runtime (HTTP, static files, forwarding).
     pub gateway_threads: usize,
+    /// `reload`: watch the apps' Python files (and the YAML file) and reload on a change, as
+    /// SIGHUP does; for development. Off unless set.
+    pub reload: bool,
+    /// `reload_paths`: more files and directories `reload` watches (any file type), resolved.
+    pub reload_paths: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Where each app's code is: its `chdir`, or the current directory (the workers start in
+    /// it), absolute. What `reload` watches for `*.py` files.
+    pub fn code_dirs(&self) -> Vec<PathBuf> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        (self.apps.iter())
+            .map(|app| app.chdir.clone().unwrap_or_else(|| cwd.clone()))
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -44,6 +44,7 @@ pub const DEFAULT_ACCESS_LOG: AccessLog = AccessLog::Off;
 pub const DEFAULT_HTTP: HttpVersions = HttpVersions::Auto;
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_RELOAD: bool = false;
 
 /// The gateway's runtime threads when none are configured: half the CPUs this process may use,
 /// at least one. The Python workers do most of the work and need the rest; on 2 CPUs one
@@ -197,6 +198,9 @@ pub(super) struct GatewaySettings {
     pub(super) admin: Option<SocketAddr>,
     pub(super) max_connections: Option<usize>,
     pub(super) gateway_threads: Option<usize>,
+    pub(super) reload: Option<bool>,
+    /// Resolved by the front end.
+    pub(super) reload_paths: Vec<PathBuf>,
 }
 
 impl GatewaySettings {
@@ -208,6 +212,8 @@ impl GatewaySettings {
             admin: self.admin,
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             gateway_threads: self.gateway_threads.unwrap_or_else(default_gateway_threads),
+            reload: self.reload.unwrap_or(DEFAULT_RELOAD),
+            reload_paths: self.reload_paths,
         }
     }
 }
