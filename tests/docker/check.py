@@ -126,7 +126,7 @@ def cmd_wait(args):
     raise CheckError(f"{args.url} not 200 within {args.deadline}s (last: {last})")
 
 
-def check_site_and_api(site, api, admin, username, password):
+def check_site_and_api(site, api, admin, username, password, site_workers, api_workers):
     browser = Browser(site)
     marker = f"docker-test-{uuid.uuid4().hex[:8]}"
 
@@ -239,14 +239,29 @@ def check_site_and_api(site, api, admin, username, password):
     status, _, _ = get(admin + "/readyz")
     expect(status == 200, "/readyz answers 200")
     status, headers, metrics = get(admin + "/metrics")
-    text = metrics.decode()
-    expect(status == 200 and "sluice_requests_total" in text, "/metrics has sluice_requests_total")
-    for app in ("site", "api"):
-        expect(re.search(rf'sluice_workers_alive\{{[^}}]*app="{app}"[^}}]*\}} [1-9]', text), f"workers of {app} alive")
+    expect(status == 200 and b"sluice_requests_total" in metrics, "/metrics has sluice_requests_total")
+    # /readyz needs one worker per app; the others may still be starting.
+    want = {"site": site_workers, "api": api_workers}
+    deadline = time.monotonic() + 20
+    while True:
+        text = get(admin + "/metrics")[2].decode()
+        alive = {}
+        for app in want:
+            m = re.search(rf'sluice_workers_alive\{{[^}}]*app="{app}"[^}}]*\}} (\d+)', text)
+            alive[app] = int(m.group(1)) if m else None
+        if alive == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    expect(
+        alive == want,
+        f"workers alive {alive}: the environment's counts, through compose.yaml and sluice.yaml's ${{...}}",
+    )
 
 
 def cmd_compose(args):
-    check_site_and_api(args.site, args.api, args.admin, args.username, args.password)
+    check_site_and_api(
+        args.site, args.api, args.admin, args.username, args.password, args.site_workers, args.api_workers
+    )
 
 
 def cmd_stop(args):
@@ -301,6 +316,8 @@ def main():
     p = sub.add_parser("compose")
     for name in ("site", "api", "admin", "username", "password"):
         p.add_argument("--" + name, required=True)
+    p.add_argument("--site-workers", type=int, required=True)
+    p.add_argument("--api-workers", type=int, required=True)
     p.set_defaults(func=cmd_compose)
     p = sub.add_parser("stop")
     p.add_argument("--site", required=True)
