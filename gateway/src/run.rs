@@ -242,8 +242,16 @@ async fn changed_files(watch: Option<&Watch>) -> Vec<PathBuf> {
 struct PidFile(PathBuf);
 
 impl PidFile {
+    /// Written beside and renamed into place, so that nobody reads it empty or half written.
     fn write(path: PathBuf) -> anyhow::Result<PidFile> {
-        std::fs::write(&path, format!("{}\n", std::process::id()))
+        let mut temp = path.clone().into_os_string();
+        temp.push(format!(".{}.tmp", std::process::id()));
+        let temp = PathBuf::from(temp);
+        std::fs::write(&temp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
             .with_context(|| format!("cannot write the pid file {}", path.display()))?;
         Ok(PidFile(path))
     }

@@ -5,7 +5,9 @@ use std::path::{Component, Path};
 
 use std::ffi::OsStr;
 
-use sluice_tests::{apps_dir, get, sluice_once, CheckOutput, ConfigFile, Sluice, DEADLINE};
+use sluice_tests::{
+    apps_dir, get, sluice_once, wait_for, CheckOutput, ConfigFile, Sluice, DEADLINE,
+};
 
 /// The YAML-quoted form of a path.
 fn yaml_str(path: &Path) -> String {
@@ -477,7 +479,10 @@ fn pid_file_is_written_once_listening_and_removed_on_exit() {
         .arg(&pidfile)
         .start();
     assert_eq!(get(sluice.addr(), "/").status(), 200);
-    let written = std::fs::read_to_string(&pidfile).unwrap();
+    // Written right after the binds listen, so maybe just after the `listening` line.
+    let written = wait_for(DEADLINE, "the pid file", || {
+        std::fs::read_to_string(&pidfile).ok()
+    });
     assert_eq!(written.trim(), sluice.pid().to_string());
     sluice.signal(libc::SIGTERM);
     assert!(sluice.wait_exit(DEADLINE).success());
@@ -490,10 +495,10 @@ fn pid_file_is_written_once_listening_and_removed_on_exit() {
     );
     let sluice = Sluice::run_config(&yaml).start();
     let path = sluice.config_path().unwrap().with_file_name("sluice.pid");
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap().trim(),
-        sluice.pid().to_string()
-    );
+    let written = wait_for(DEADLINE, "the pid file", || {
+        std::fs::read_to_string(&path).ok()
+    });
+    assert_eq!(written.trim(), sluice.pid().to_string());
     drop(sluice);
     let failure = Sluice::serve("named:alpha")
         .chdir(apps_dir())

@@ -286,11 +286,12 @@ fn settings_come_from_keywords_then_the_config_file_then_flags() {
     assert_eq!(answer["timeout"], "50");
     assert_eq!(answer["thread_workers"], "2");
     // pulsar's --pid-file: the gateway's pid, a child of the script's process.
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .expect("the pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let pid: u32 = wait_for(DEADLINE, "the pid file", || {
+        std::fs::read_to_string(&pid_file).ok()
+    })
+    .trim()
+    .parse()
+    .expect("a pid");
     assert!(
         sluice_tests::children_of(sluice.pid()).contains(&pid),
         "{pid} is not the gateway the script started"
