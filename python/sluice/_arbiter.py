@@ -187,14 +187,18 @@ def _pickled(server):
             f"workers ({type(e).__name__}: {e}); it must be picklable: a function or class "
             "defined at the top level of a module or of the script, or an instance of one"
         ) from None
-    cfg = {"name": server.name, **server.settings, **server.sluice_keys}
-    for key, value in server.extras.items():
-        try:
-            pickle.dumps(value)
-        except Exception:
-            continue
-        cfg[key] = value
+    # The server's own pulsar.cfg, less what cannot travel (an extra keyword argument may be
+    # any object; the settings themselves are plain values).
+    cfg = {key: value for key, value in server.cfg.items() if _picklable(value)}
     return pickle.dumps((callable, Config(cfg)))
+
+
+def _picklable(value):
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _main_script():

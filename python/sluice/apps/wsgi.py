@@ -12,7 +12,7 @@ import threading
 
 from .. import _boot
 from .._arbiter import arbiter
-from .._settings import ConfigError, resolve
+from .._settings import Config, ConfigError, resolve
 
 __all__ = ["WSGIServer", "WsgiHandler", "LazyWsgi", "wait_for_body_middleware",
            "middleware_in_executor"]
@@ -51,8 +51,7 @@ class WSGIServer:
 
     @property
     def cfg(self):
-        from .._settings import Config
-
+        """This server's settings as the app sees them in `environ['pulsar.cfg']`."""
         return Config({"name": self.name, **self.settings, **self.sluice_keys, **self.extras})
 
     def start(self, exit=True):
